@@ -1,0 +1,237 @@
+// Python bindings of the BPE tokenizer (csrc/bpe). Errors become Python exceptions here;
+// encode/decode release the GIL while the native code runs.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "bpe/pretokenizer.h"
+#include "bpe/tokenizer.h"
+#include "bpe/unicode.h"
+
+namespace py = pybind11;
+using codegen::bpe::AddedToken;
+using codegen::bpe::SpecialPolicy;
+using codegen::bpe::Tokenizer;
+using codegen::bpe::TokenizerSpec;
+
+namespace {
+
+// UTF-8 view of a Python str, valid while the str is alive. A str holding a lone surrogate
+// has no UTF-8 form: Python raises UnicodeEncodeError, which propagates.
+std::string_view Utf8View(const py::handle& text) {
+  if (!PyUnicode_Check(text.ptr())) {
+    throw py::type_error(std::string("expected str, got ") + Py_TYPE(text.ptr())->tp_name);
+  }
+  Py_ssize_t size = 0;
+  const char* data = PyUnicode_AsUTF8AndSize(text.ptr(), &size);
+  if (data == nullptr) throw py::error_already_set();
+  return {data, static_cast<size_t>(size)};
+}
+
+SpecialPolicy MakePolicy(const std::optional<std::vector<uint32_t>>& allowed_special) {
+  SpecialPolicy policy;
+  if (allowed_special) {
+    policy.allow_all = false;
+    policy.allowed = *allowed_special;
+    std::sort(policy.allowed.begin(), policy.allowed.end());
+  }
+  return policy;
+}
+
+py::list ToList(const std::vector<uint32_t>& ids) {
+  py::list out(ids.size());
+  for (size_t i = 0; i < ids.size(); ++i) {
+    PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), PyLong_FromUnsignedLong(ids[i]));
+  }
+  return out;
+}
+
+using IdArray = py::array_t<uint32_t, py::array::c_style>;
+
+std::unique_ptr<Tokenizer> MakeTokenizer(const py::list& vocab, const py::list& merges,
+                                         const py::list& added_tokens, bool add_prefix_space,
+                                         bool use_regex, bool ignore_merges) {
+  TokenizerSpec spec;
+  spec.options.add_prefix_space = add_prefix_space;
+  spec.options.use_regex = use_regex;
+  spec.options.ignore_merges = ignore_merges;
+  spec.vocab.reserve(vocab.size());
+  for (const auto& item : vocab) {
+    const auto pair = item.cast<std::pair<std::string, int64_t>>();
+    if (pair.second < 0 || pair.second > UINT32_MAX) {
+      throw std::invalid_argument("vocab token '" + pair.first + "' has invalid id " +
+                                  std::to_string(pair.second));
+    }
+    spec.vocab.emplace_back(pair.first, static_cast<uint32_t>(pair.second));
+  }
+  spec.merges.reserve(merges.size());
+  for (const auto& item : merges) spec.merges.push_back(item.cast<std::pair<std::string, std::string>>());
+  for (const auto& item : added_tokens) {
+    const auto t = item.cast<py::tuple>();
+    if (t.size() != 6) throw std::invalid_argument("added token tuples have 6 fields");
+    AddedToken token;
+    token.content = t[0].cast<std::string>();
+    const auto id = t[1].cast<int64_t>();
+    if (id < 0 || id > UINT32_MAX) {
+      throw std::invalid_argument("added token '" + token.content + "' has invalid id " +
+                                  std::to_string(id));
+    }
+    token.id = static_cast<uint32_t>(id);
+    token.special = t[2].cast<bool>();
+    token.lstrip = t[3].cast<bool>();
+    token.rstrip = t[4].cast<bool>();
+    token.normalized = t[5].cast<bool>();
+    spec.added_tokens.push_back(std::move(token));
+  }
+  py::gil_scoped_release release;
+  return std::make_unique<Tokenizer>(spec);
+}
+
+}  // namespace
+
+void InitBpe(py::module_& m) {
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const std::invalid_argument& e) {
+      PyErr_SetString(PyExc_ValueError, e.what());
+    } catch (const std::length_error& e) {
+      PyErr_SetString(PyExc_MemoryError, e.what());
+    }
+  });
+
+  py::class_<Tokenizer>(m, "BPETokenizer", R"doc(
+Byte-level BPE tokenizer (native). Build it through codegen_core.Tokenizer, which loads
+tokenizer.json / vocab.json + merges.txt and validates them; this class trusts its input
+only as far as the checks in csrc/bpe go (they raise ValueError naming the bad entry).
+)doc")
+      .def(py::init(&MakeTokenizer), py::arg("vocab"), py::arg("merges"),
+           py::arg("added_tokens"), py::arg("add_prefix_space") = false,
+           py::arg("use_regex") = true, py::arg("ignore_merges") = false,
+           "vocab: [(token, id)], merges: [(left, right)] spelled over the byte alphabet; "
+           "added_tokens: [(content, id, special, lstrip, rstrip, normalized)].")
+      .def(
+          "encode",
+          [](const Tokenizer& self, const py::str& text,
+             const std::optional<std::vector<uint32_t>>& allowed_special) {
+            const std::string_view view = Utf8View(text);
+            const SpecialPolicy policy = MakePolicy(allowed_special);
+            std::vector<uint32_t> ids;
+            {
+              py::gil_scoped_release release;
+              self.Encode(view, policy, &ids);
+            }
+            return ToList(ids);
+          },
+          py::arg("text"), py::arg("allowed_special") = py::none(),
+          "Token ids of text. allowed_special: ids of the special tokens that may be produced "
+          "(None = all); the others are encoded as ordinary text.")
+      .def(
+          "encode_batch",
+          [](const Tokenizer& self, const py::list& texts,
+             const std::optional<std::vector<uint32_t>>& allowed_special, size_t num_threads,
+             bool flat) -> py::object {
+            std::vector<std::string_view> views;
+            views.reserve(texts.size());
+            for (size_t i = 0; i < texts.size(); ++i) {
+              try {
+                views.push_back(Utf8View(texts[i]));
+              } catch (py::type_error& e) {
+                throw py::type_error("texts[" + std::to_string(i) + "]: " + e.what());
+              }
+            }
+            const SpecialPolicy policy = MakePolicy(allowed_special);
+            std::vector<std::vector<uint32_t>> results;
+            {
+              py::gil_scoped_release release;
+              results = self.EncodeBatch(views, policy, num_threads);
+            }
+            if (!flat) {
+              py::list out(results.size());
+              for (size_t i = 0; i < results.size(); ++i) {
+                out[i] = ToList(results[i]);
+              }
+              return std::move(out);
+            }
+            size_t total = 0;
+            for (const auto& r : results) total += r.size();
+            IdArray ids(static_cast<py::ssize_t>(total));
+            py::array_t<int64_t> offsets(static_cast<py::ssize_t>(results.size() + 1));
+            {
+              uint32_t* dst = ids.mutable_data();
+              int64_t* off = offsets.mutable_data();
+              py::gil_scoped_release release;
+              size_t pos = 0;
+              off[0] = 0;
+              for (size_t i = 0; i < results.size(); ++i) {
+                std::copy(results[i].begin(), results[i].end(), dst + pos);
+                pos += results[i].size();
+                off[i + 1] = static_cast<int64_t>(pos);
+              }
+            }
+            return py::make_tuple(ids, offsets);
+          },
+          py::arg("texts"), py::arg("allowed_special") = py::none(), py::arg("num_threads") = 0,
+          py::arg("flat") = false,
+          "Encodes a list of str on native threads (0 = all cores). flat=True returns "
+          "(ids: uint32[total], offsets: int64[len(texts) + 1]).")
+      .def(
+          "decode_bytes",
+          [](const Tokenizer& self, const IdArray& ids, bool skip_special) {
+            std::string out;
+            {
+              py::gil_scoped_release release;
+              out = self.DecodeBytes(ids.data(), static_cast<size_t>(ids.size()), skip_special);
+            }
+            return py::bytes(out);
+          },
+          py::arg("ids"), py::arg("skip_special_tokens") = false)
+      .def(
+          "decode",
+          [](const Tokenizer& self, const IdArray& ids, bool skip_special) {
+            std::string out;
+            {
+              py::gil_scoped_release release;
+              out = self.DecodeBytes(ids.data(), static_cast<size_t>(ids.size()), skip_special);
+            }
+            PyObject* text = PyUnicode_DecodeUTF8(out.data(), static_cast<Py_ssize_t>(out.size()),
+                                                  "replace");
+            if (text == nullptr) throw py::error_already_set();
+            return py::reinterpret_steal<py::str>(text);
+          },
+          py::arg("ids"), py::arg("skip_special_tokens") = false,
+          "Text of ids; invalid UTF-8 becomes U+FFFD per maximal subpart, as HF does.")
+      .def(
+          "pre_tokenize",
+          [](const Tokenizer&, const py::str& text) {
+            const std::string_view view = Utf8View(text);
+            std::vector<std::pair<size_t, size_t>> pieces;
+            codegen::bpe::SplitGpt2(view, [&](size_t b, size_t e) { pieces.emplace_back(b, e); });
+            return pieces;
+          },
+          py::arg("text"), "Byte ranges of the GPT-2 pre-tokenizer pieces of text (no added tokens).")
+      .def("token_to_id", &Tokenizer::TokenToId, py::arg("token"))
+      .def("id_to_token", &Tokenizer::IdToToken, py::arg("id"))
+      .def("is_special", &Tokenizer::IsSpecial, py::arg("id"))
+      .def_property_readonly("vocab_size", &Tokenizer::VocabSize);
+
+  m.def(
+      "unicode_classes",
+      []() {
+        // One byte per code point: 0 other, 1 letter, 2 number, 3 whitespace.
+        py::array_t<uint8_t> out(0x110000);
+        uint8_t* dst = out.mutable_data();
+        for (uint32_t cp = 0; cp < 0x110000; ++cp) {
+          dst[cp] = static_cast<uint8_t>(codegen::bpe::ClassOfCodepoint(cp));
+        }
+        return out;
+      },
+      "The pre-tokenizer's class table for every code point (for tests).");
+}

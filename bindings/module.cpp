@@ -1,0 +1,11 @@
+// The codegen_core._core extension module: registers one submodule area per file.
+#include <pybind11/pybind11.h>
+
+namespace py = pybind11;
+
+void InitBpe(py::module_& m);
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "Native core of codegen_core (tokenizer). Use the Python wrappers instead.";
+  InitBpe(m);
+}

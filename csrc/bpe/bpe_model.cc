@@ -1,0 +1,308 @@
+#include "bpe/bpe_model.h"
+
+#include <algorithm>
+#include <array>
+#include <functional>
+#include <limits>
+#include <stdexcept>
+#include <unordered_map>
+
+namespace codegen::bpe {
+namespace {
+constexpr uint32_t kNoRank = std::numeric_limits<uint32_t>::max();
+
+std::string Printable(std::string_view bytes) {
+  std::string out;
+  for (const char c : bytes) {
+    const auto b = static_cast<unsigned char>(c);
+    if (b >= 0x20 && b < 0x7F) {
+      out.push_back(c);
+    } else {
+      static const char* hex = "0123456789abcdef";
+      out += "\\x";
+      out.push_back(hex[b >> 4]);
+      out.push_back(hex[b & 15]);
+    }
+  }
+  return out;
+}
+}  // namespace
+
+BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
+                   const std::vector<std::pair<std::string, std::string>>& merges,
+                   bool ignore_merges) {
+  std::unordered_map<std::string_view, uint32_t> ids;
+  ids.reserve(vocab.size() * 2);
+  for (const auto& [bytes, id] : vocab) {
+    if (bytes.empty()) throw std::invalid_argument("vocab token " + std::to_string(id) + " is empty");
+    ids[bytes] = id;
+  }
+  for (int b = 0; b < 256; ++b) {
+    const char c = static_cast<char>(b);
+    const auto it = ids.find(std::string_view(&c, 1));
+    if (it == ids.end()) {
+      throw std::invalid_argument("vocab has no token for byte " + Printable(std::string(1, c)) +
+                                  ": a byte-level BPE vocabulary needs all 256");
+    }
+    byte_ids_[static_cast<size_t>(b)] = it->second;
+  }
+  merges_.Reserve(merges.size() + 1);
+  std::string joined;
+  for (size_t rank = 0; rank < merges.size(); ++rank) {
+    const auto& [left, right] = merges[rank];
+    const auto l = ids.find(left);
+    const auto r = ids.find(right);
+    joined = left + right;
+    const auto m = ids.find(joined);
+    if (l == ids.end() || r == ids.end() || m == ids.end()) {
+      const std::string missing = l == ids.end() ? left : r == ids.end() ? right : joined;
+      throw std::invalid_argument("merge " + std::to_string(rank) + " ('" + Printable(left) +
+                                  "' '" + Printable(right) + "'): token '" + Printable(missing) +
+                                  "' is not in the vocabulary");
+    }
+    // A repeated pair keeps its last rank, as HF's merge map does.
+    merges_.Put(PairKey(l->second, r->second), Merge{static_cast<uint32_t>(rank), m->second});
+  }
+  num_merges_ = merges.size();
+
+  EncodeScratch scratch;
+  std::vector<uint32_t> out;
+  for (const auto& [bytes, id] : vocab) {
+    if (!ignore_merges) {
+      out.clear();
+      EncodePieceUncached(bytes, &scratch, &out);
+      if (out.size() != 1 || out[0] != id) continue;
+    }
+    whole_tokens_.Insert(bytes, HashBytes(bytes), &id, 1);
+  }
+}
+
+void BpeModel::MergeSmall(EncodeScratch* scratch) const {
+  auto& ids = scratch->ids;
+  auto& ranks = scratch->ranks;  // ranks[k]: rank of the pair (ids[k], ids[k + 1])
+  ranks.resize(ids.size());
+  auto rank_of = [&](size_t k) {
+    const Merge* m = FindMerge(ids[k], ids[k + 1]);
+    return m ? m->rank : kNoRank;
+  };
+  for (size_t k = 0; k + 1 < ids.size(); ++k) ranks[k] = rank_of(k);
+  ranks.back() = kNoRank;
+  while (ids.size() > 1) {
+    size_t best = 0;
+    for (size_t k = 1; k + 1 < ids.size(); ++k) {
+      if (ranks[k] < ranks[best]) best = k;
+    }
+    if (ranks[best] == kNoRank) break;
+    ids[best] = FindMerge(ids[best], ids[best + 1])->new_id;
+    ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+    ranks.erase(ranks.begin() + static_cast<std::ptrdiff_t>(best) + 1);
+    if (best > 0) ranks[best - 1] = rank_of(best - 1);
+    ranks[best] = best + 1 < ids.size() ? rank_of(best) : kNoRank;
+  }
+}
+
+namespace {
+
+// The textbook binary heap, for merge tables that break the radix heap's monotonicity.
+class BinaryHeap {
+ public:
+  void Clear() { heap_.clear(); }
+  bool empty() const { return heap_.empty(); }
+  bool Push(uint64_t key) {
+    heap_.push_back(key);
+    std::push_heap(heap_.begin(), heap_.end(), std::greater<uint64_t>());
+    return true;
+  }
+  uint64_t Pop() {
+    std::pop_heap(heap_.begin(), heap_.end(), std::greater<uint64_t>());
+    const uint64_t key = heap_.back();
+    heap_.pop_back();
+    return key;
+  }
+
+ private:
+  std::vector<uint64_t> heap_;
+};
+
+}  // namespace
+
+template <typename Queue>
+bool BpeModel::MergeWithQueue(std::string_view piece, EncodeScratch* scratch, Queue* queue,
+                              std::vector<uint32_t>* out) const {
+  auto& sym = scratch->symbols;
+  const size_t n = piece.size();
+  sym.resize(n);
+  queue->Clear();
+  // Queue keys are (rank << 32 | position of the left symbol): popped lowest rank first,
+  // leftmost first on ties, exactly HF's order.
+  auto key = [](uint32_t rank, size_t pos) { return (static_cast<uint64_t>(rank) << 32) | pos; };
+  for (size_t k = 0; k < n; ++k) {
+    sym[k] = {byte_ids_[static_cast<unsigned char>(piece[k])], static_cast<int32_t>(k) - 1,
+              k + 1 < n ? static_cast<int32_t>(k + 1) : -1};
+  }
+  for (size_t k = 0; k + 1 < n; ++k) {
+    if (const Merge* m = FindMerge(sym[k].id, sym[k + 1].id)) queue->Push(key(m->rank, k));
+  }
+  constexpr uint32_t kDead = std::numeric_limits<uint32_t>::max();
+  while (!queue->empty()) {
+    const uint64_t top = queue->Pop();
+    const auto pos = static_cast<size_t>(top & 0xFFFFFFFFu);
+    const auto rank = static_cast<uint32_t>(top >> 32);
+    auto& left = sym[pos];
+    if (left.id == kDead || left.next < 0) continue;
+    const auto next = static_cast<size_t>(left.next);
+    const Merge* m = FindMerge(left.id, sym[next].id);
+    if (m == nullptr || m->rank != rank) continue;  // a stale entry
+    left.id = m->new_id;
+    left.next = sym[next].next;
+    sym[next].id = kDead;
+    if (left.next >= 0) sym[static_cast<size_t>(left.next)].prev = static_cast<int32_t>(pos);
+    if (left.prev >= 0) {
+      const auto prev = static_cast<size_t>(left.prev);
+      if (const Merge* pm = FindMerge(sym[prev].id, left.id)) {
+        if (!queue->Push(key(pm->rank, prev))) return false;
+      }
+    }
+    if (left.next >= 0) {
+      if (const Merge* nm = FindMerge(left.id, sym[static_cast<size_t>(left.next)].id)) {
+        if (!queue->Push(key(nm->rank, pos))) return false;
+      }
+    }
+  }
+  for (int32_t k = 0; k >= 0; k = sym[static_cast<size_t>(k)].next) {
+    out->push_back(sym[static_cast<size_t>(k)].id);
+  }
+  return true;
+}
+
+bool BpeModel::MergeByRank(std::string_view piece, EncodeScratch* scratch,
+                           std::vector<uint32_t>* out) const {
+  // Real merge tables are monotone: a merge's parts are made by lower-ranked merges, so every
+  // pair a merge of rank r creates has a rank above r. HF's (rank, position) heap then pops
+  // whole ranks at a time, in position order. So: one bucket of positions per rank, a small
+  // heap of the ranks that have a bucket, and each bucket sorted once when its turn comes.
+  // A push at or below the rank being processed breaks monotonicity: return false.
+  auto& sym = scratch->symbols;
+  auto& bucket_of = scratch->bucket_of_rank;  // rank -> index into buckets, or -1
+  auto& buckets = scratch->buckets;
+  auto& ranks = scratch->rank_heap;  // min-heap of ranks with a bucket
+  if (bucket_of.size() != num_merges_) bucket_of.assign(num_merges_, -1);
+  const size_t n = piece.size();
+  sym.resize(n);
+  for (size_t k = 0; k < n; ++k) {
+    sym[k] = {byte_ids_[static_cast<unsigned char>(piece[k])], static_cast<int32_t>(k) - 1,
+              k + 1 < n ? static_cast<int32_t>(k + 1) : -1};
+  }
+  size_t used = 0;
+  ranks.clear();
+  const auto cmp = std::greater<uint32_t>();
+  auto push = [&](uint32_t rank, size_t pos) {
+    int32_t b = bucket_of[rank];
+    if (b < 0) {
+      b = static_cast<int32_t>(used++);
+      if (buckets.size() < used) buckets.emplace_back();
+      buckets[static_cast<size_t>(b)].clear();
+      bucket_of[rank] = b;
+      ranks.push_back(rank);
+      std::push_heap(ranks.begin(), ranks.end(), cmp);
+    }
+    buckets[static_cast<size_t>(b)].push_back(static_cast<uint32_t>(pos));
+  };
+  for (size_t k = 0; k + 1 < n; ++k) {
+    if (const Merge* m = FindMerge(sym[k].id, sym[k + 1].id)) push(m->rank, k);
+  }
+  constexpr uint32_t kDead = std::numeric_limits<uint32_t>::max();
+  bool monotone = true;
+  std::vector<uint32_t> positions;
+  while (!ranks.empty() && monotone) {
+    std::pop_heap(ranks.begin(), ranks.end(), cmp);
+    const uint32_t rank = ranks.back();
+    ranks.pop_back();
+    positions.swap(buckets[static_cast<size_t>(bucket_of[rank])]);
+    bucket_of[rank] = -1;  // pushes of this rank from here on would break monotonicity
+    if (!std::is_sorted(positions.begin(), positions.end())) {
+      std::sort(positions.begin(), positions.end());
+    }
+    for (const uint32_t pos : positions) {
+      auto& left = sym[pos];
+      if (left.id == kDead || left.next < 0) continue;
+      const auto next = static_cast<size_t>(left.next);
+      const Merge* m = FindMerge(left.id, sym[next].id);
+      if (m == nullptr || m->rank != rank) continue;  // a stale entry
+      left.id = m->new_id;
+      left.next = sym[next].next;
+      sym[next].id = kDead;
+      if (left.next >= 0) sym[static_cast<size_t>(left.next)].prev = static_cast<int32_t>(pos);
+      if (left.prev >= 0) {
+        const auto prev = static_cast<size_t>(left.prev);
+        if (const Merge* pm = FindMerge(sym[prev].id, left.id)) {
+          if (pm->rank <= rank) monotone = false;
+          else push(pm->rank, prev);
+        }
+      }
+      if (left.next >= 0) {
+        if (const Merge* nm = FindMerge(left.id, sym[static_cast<size_t>(left.next)].id)) {
+          if (nm->rank <= rank) monotone = false;
+          else push(nm->rank, pos);
+        }
+      }
+      if (!monotone) break;
+    }
+    positions.clear();
+  }
+  // Leave the rank table clean for the next piece.
+  for (const uint32_t r : ranks) bucket_of[r] = -1;
+  if (!monotone) return false;
+  for (int32_t k = 0; k >= 0; k = sym[static_cast<size_t>(k)].next) {
+    out->push_back(sym[static_cast<size_t>(k)].id);
+  }
+  return true;
+}
+
+void BpeModel::MergeLarge(std::string_view piece, EncodeScratch* scratch,
+                          std::vector<uint32_t>* out) const {
+  if (MergeByRank(piece, scratch, out)) return;
+  BinaryHeap heap;
+  MergeWithQueue(piece, scratch, &heap, out);
+}
+
+void BpeModel::EncodePieceUncached(std::string_view piece, EncodeScratch* scratch,
+                                   std::vector<uint32_t>* out) const {
+  if (piece.size() > kSmallPiece) {
+    MergeLarge(piece, scratch, out);
+    return;
+  }
+  auto& ids = scratch->ids;
+  ids.clear();
+  for (const char c : piece) ids.push_back(byte_ids_[static_cast<unsigned char>(c)]);
+  MergeSmall(scratch);
+  out->insert(out->end(), ids.begin(), ids.end());
+}
+
+void BpeModel::EncodePiece(std::string_view piece, EncodeScratch* scratch,
+                           std::vector<uint32_t>* out) const {
+  if (piece.size() == 1) {
+    out->push_back(byte_ids_[static_cast<unsigned char>(piece[0])]);
+    return;
+  }
+  const uint64_t hash = HashBytes(piece);
+  uint32_t count = 0;
+  if (const uint32_t* ids = whole_tokens_.Find(piece, hash, &count)) {
+    out->push_back(ids[0]);
+    return;
+  }
+  if (piece.size() > kMaxCachedPiece) {
+    EncodePieceUncached(piece, scratch, out);
+    return;
+  }
+  if (const uint32_t* ids = scratch->cache.Find(piece, hash, &count)) {
+    out->insert(out->end(), ids, ids + count);
+    return;
+  }
+  const size_t before = out->size();
+  EncodePieceUncached(piece, scratch, out);
+  scratch->cache.Insert(piece, hash, out->data() + before,
+                        static_cast<uint32_t>(out->size() - before));
+}
+
+}  // namespace codegen::bpe

@@ -1,0 +1,89 @@
+// Byte-level BPE: merges by rank over the bytes of one pre-tokenized piece.
+//
+// Semantics are HF `tokenizers`' BPE model (and GPT-2's): start from one symbol per byte,
+// then repeatedly merge the adjacent pair with the lowest merge rank, the leftmost one on
+// ties, until no adjacent pair has a merge. Short pieces use a direct O(n^2) loop; long ones
+// per-rank buckets of positions (or, for a non-monotone merge table, a binary heap of
+// (rank, position)), so one 1 MB piece (a megabyte of "a", digits, braces) is near-linear.
+#ifndef CODEGEN_BPE_BPE_MODEL_H_
+#define CODEGEN_BPE_BPE_MODEL_H_
+
+#include <array>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "bpe/flat_map.h"
+
+namespace codegen::bpe {
+
+// Per-thread working memory of the encoder: reused buffers and a cache of piece -> ids.
+// Owned by one thread at a time (see Tokenizer's scratch pool).
+struct EncodeScratch {
+  PieceCache cache;
+  std::vector<uint32_t> ids;
+  std::vector<uint32_t> ranks;
+  struct Symbol {
+    uint32_t id;
+    int32_t prev;
+    int32_t next;
+  };
+  std::vector<Symbol> symbols;
+  std::vector<int32_t> bucket_of_rank;  // long pieces: rank -> bucket, -1 when none
+  std::vector<std::vector<uint32_t>> buckets;
+  std::vector<uint32_t> rank_heap;
+};
+
+class BpeModel {
+ public:
+  // vocab: (raw bytes of the token, id); merges: pairs of raw byte strings, in rank order.
+  // Throws std::invalid_argument when a byte has no token, a merge names an unknown token or
+  // its result is not in the vocabulary.
+  BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
+           const std::vector<std::pair<std::string, std::string>>& merges, bool ignore_merges);
+
+  // Appends the ids of one piece (raw bytes, non-empty) to *out.
+  void EncodePiece(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
+
+  // The same without any cache: the plain algorithm, for tests and the whole-token table.
+  void EncodePieceUncached(std::string_view piece, EncodeScratch* scratch,
+                           std::vector<uint32_t>* out) const;
+
+  size_t num_merges() const { return num_merges_; }
+
+ private:
+  struct Merge {
+    uint32_t rank;
+    uint32_t new_id;
+  };
+  static uint64_t PairKey(uint32_t left, uint32_t right) {
+    return (static_cast<uint64_t>(left) << 32) | right;
+  }
+  const Merge* FindMerge(uint32_t left, uint32_t right) const {
+    return merges_.Find(PairKey(left, right));
+  }
+  void MergeSmall(EncodeScratch* scratch) const;  // scratch->ids in, merged in place
+  void MergeLarge(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
+  // Rank-bucketed merge loop for monotone merge tables; false if the table is not monotone.
+  bool MergeByRank(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
+  // The linked-list merge loop over a priority queue; false if the queue refused a key.
+  template <typename Queue>
+  bool MergeWithQueue(std::string_view piece, EncodeScratch* scratch, Queue* queue,
+                      std::vector<uint32_t>* out) const;
+
+  static constexpr size_t kSmallPiece = 48;     // bytes; above this the heap wins
+  static constexpr size_t kMaxCachedPiece = 256;
+
+  std::array<uint32_t, 256> byte_ids_{};
+  FlatU64Map<Merge> merges_;
+  size_t num_merges_ = 0;
+  // Pieces whose BPE is one token: every vocabulary token for which that holds (or, with
+  // ignore_merges, every vocabulary token). Read-only after construction.
+  PieceCache whole_tokens_{PieceCache::kUnbounded};
+};
+
+}  // namespace codegen::bpe
+
+#endif  // CODEGEN_BPE_BPE_MODEL_H_

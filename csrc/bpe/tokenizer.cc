@@ -1,0 +1,223 @@
+#include "bpe/tokenizer.h"
+
+#include <algorithm>
+#include <atomic>
+#include <exception>
+#include <stdexcept>
+#include <thread>
+
+#include "bpe/pretokenizer.h"
+#include "bpe/unicode.h"
+
+namespace codegen::bpe {
+namespace {
+
+constexpr uint32_t kMaxId = 1u << 24;  // far above any real vocabulary; guards allocations
+
+// Converts the vocabulary (spelled over the byte alphabet) to raw bytes for the model.
+// Tokens outside the alphabet cannot come out of BPE and are left to decoding only.
+std::vector<std::pair<std::string, uint32_t>> VocabBytes(const ByteLevelAlphabet& alphabet,
+                                                         const TokenizerSpec& spec) {
+  std::vector<std::pair<std::string, uint32_t>> out;
+  out.reserve(spec.vocab.size());
+  std::string bytes;
+  for (const auto& [token, id] : spec.vocab) {
+    if (alphabet.ToBytes(token, &bytes) && !bytes.empty()) out.emplace_back(bytes, id);
+  }
+  return out;
+}
+
+std::vector<std::pair<std::string, std::string>> MergeBytes(const ByteLevelAlphabet& alphabet,
+                                                            const TokenizerSpec& spec) {
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(spec.merges.size());
+  std::string left;
+  std::string right;
+  for (size_t rank = 0; rank < spec.merges.size(); ++rank) {
+    const auto& [l, r] = spec.merges[rank];
+    if (!alphabet.ToBytes(l, &left) || !alphabet.ToBytes(r, &right) || left.empty() ||
+        right.empty()) {
+      throw std::invalid_argument("merge " + std::to_string(rank) + " ('" + l + "' '" + r +
+                                  "') is not spelled in the byte-level alphabet");
+    }
+    out.emplace_back(left, right);
+  }
+  return out;
+}
+
+}  // namespace
+
+Tokenizer::Tokenizer(const TokenizerSpec& spec)
+    : options_(spec.options),
+      model_(VocabBytes(alphabet_, spec), MergeBytes(alphabet_, spec), spec.options.ignore_merges),
+      splitter_(spec.added_tokens) {
+  uint32_t max_id = 0;
+  for (const auto& entry : spec.vocab) max_id = std::max(max_id, entry.second);
+  for (const auto& t : spec.added_tokens) max_id = std::max(max_id, t.id);
+  if (max_id >= kMaxId) {
+    throw std::invalid_argument("token id " + std::to_string(max_id) + " is too large");
+  }
+  tokens_.resize(static_cast<size_t>(max_id) + 1);
+  for (const auto& [token, id] : spec.vocab) {
+    TokenInfo& info = tokens_[id];
+    if (info.kind != Kind::kUnassigned) {
+      throw std::invalid_argument("id " + std::to_string(id) + " is given to both '" + info.text +
+                                  "' and '" + token + "'");
+    }
+    info.kind = Kind::kModel;
+    info.text = token;
+    // HF's ByteLevel decoder: a token outside the byte alphabet decodes to its own UTF-8.
+    if (!alphabet_.ToBytes(token, &info.bytes)) info.bytes = token;
+  }
+  for (const AddedToken& t : spec.added_tokens) {
+    TokenInfo& info = tokens_[t.id];
+    // An added token may also be a vocabulary entry (GPT-2's <|endoftext|>); it is then the
+    // added token that decides how the id is treated.
+    info.kind = t.special ? Kind::kSpecial : Kind::kAdded;
+    info.text = t.content;
+    if (!alphabet_.ToBytes(t.content, &info.bytes)) info.bytes = t.content;
+  }
+  // token_to_id: an added token's content wins over a vocabulary spelling, as in HF.
+  auto index = [this](std::string_view text, uint32_t id) {
+    uint32_t count = 0;
+    const uint64_t hash = HashBytes(text);
+    if (text_to_id_.Find(text, hash, &count) == nullptr) text_to_id_.Insert(text, hash, &id, 1);
+  };
+  for (const AddedToken& t : spec.added_tokens) index(t.content, t.id);
+  for (const auto& [token, id] : spec.vocab) index(token, id);
+}
+
+Tokenizer::ScratchLease::ScratchLease(const Tokenizer& owner) : owner_(owner) {
+  {
+    std::lock_guard<std::mutex> lock(owner_.pool_mutex_);
+    if (!owner_.pool_.empty()) {
+      scratch_ = std::move(owner_.pool_.back());
+      owner_.pool_.pop_back();
+    }
+  }
+  if (!scratch_) scratch_ = std::make_unique<EncodeScratch>();
+}
+
+Tokenizer::ScratchLease::~ScratchLease() {
+  std::lock_guard<std::mutex> lock(owner_.pool_mutex_);
+  if (owner_.pool_.size() < 64) owner_.pool_.push_back(std::move(scratch_));
+}
+
+void Tokenizer::EncodeOrdinary(std::string_view text, EncodeScratch* scratch,
+                               std::vector<uint32_t>* out) const {
+  std::string prefixed;
+  if (options_.add_prefix_space && text.front() != ' ') {
+    prefixed.reserve(text.size() + 1);
+    prefixed.push_back(' ');
+    prefixed.append(text);
+    text = prefixed;
+  }
+  if (!options_.use_regex) {
+    model_.EncodePiece(text, scratch, out);
+    return;
+  }
+  SplitGpt2(text, [&](size_t begin, size_t end) {
+    model_.EncodePiece(text.substr(begin, end - begin), scratch, out);
+  });
+}
+
+void Tokenizer::EncodeWith(std::string_view text, const SpecialPolicy& policy,
+                           EncodeScratch* scratch, std::vector<Segment>* segments,
+                           std::vector<uint32_t>* out) const {
+  const size_t bad = FindInvalidUtf8(text);
+  if (bad != std::string_view::npos) {
+    throw std::invalid_argument("text is not valid UTF-8 (byte offset " + std::to_string(bad) +
+                                ")");
+  }
+  segments->clear();
+  splitter_.Split(text, policy, segments);
+  for (const Segment& s : *segments) {
+    if (s.token >= 0) {
+      out->push_back(static_cast<uint32_t>(s.token));
+    } else {
+      EncodeOrdinary(text.substr(s.begin, s.end - s.begin), scratch, out);
+    }
+  }
+}
+
+void Tokenizer::Encode(std::string_view text, const SpecialPolicy& policy,
+                       std::vector<uint32_t>* out) const {
+  ScratchLease lease(*this);
+  std::vector<Segment> segments;
+  EncodeWith(text, policy, lease.get(), &segments, out);
+}
+
+std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
+    const std::vector<std::string_view>& texts, const SpecialPolicy& policy,
+    size_t num_threads) const {
+  std::vector<std::vector<uint32_t>> results(texts.size());
+  if (num_threads == 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
+  num_threads = std::min(num_threads, texts.size());
+  std::atomic<size_t> next{0};
+  std::atomic<bool> failed{false};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&]() {
+    ScratchLease lease(*this);
+    std::vector<Segment> segments;
+    for (size_t i = next++; i < texts.size() && !failed; i = next++) {
+      try {
+        EncodeWith(texts[i], policy, lease.get(), &segments, &results[i]);
+      } catch (const std::invalid_argument& e) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!failed.exchange(true)) {
+          error = std::make_exception_ptr(
+              std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what()));
+        }
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(error_mutex);
+        if (!failed.exchange(true)) error = std::current_exception();
+      }
+    }
+  };
+  if (num_threads <= 1) {
+    work();
+  } else {
+    std::vector<std::thread> threads;
+    threads.reserve(num_threads - 1);
+    for (size_t t = 0; t + 1 < num_threads; ++t) threads.emplace_back(work);
+    work();
+    for (auto& t : threads) t.join();
+  }
+  if (error) std::rethrow_exception(error);
+  return results;
+}
+
+std::string Tokenizer::DecodeBytes(const uint32_t* ids, size_t count, bool skip_special) const {
+  std::string out;
+  for (size_t i = 0; i < count; ++i) {
+    const uint32_t id = ids[i];
+    if (id >= tokens_.size() || tokens_[id].kind == Kind::kUnassigned) {
+      throw std::invalid_argument("unknown token id " + std::to_string(id) + " at position " +
+                                  std::to_string(i) + " (vocabulary size " +
+                                  std::to_string(tokens_.size()) + ")");
+    }
+    const TokenInfo& info = tokens_[id];
+    if (skip_special && info.kind == Kind::kSpecial) continue;
+    out += info.bytes;
+  }
+  return out;
+}
+
+std::optional<uint32_t> Tokenizer::TokenToId(std::string_view token) const {
+  uint32_t count = 0;
+  const uint32_t* id = text_to_id_.Find(token, HashBytes(token), &count);
+  if (id == nullptr) return std::nullopt;
+  return *id;
+}
+
+std::optional<std::string> Tokenizer::IdToToken(uint32_t id) const {
+  if (id >= tokens_.size() || tokens_[id].kind == Kind::kUnassigned) return std::nullopt;
+  return tokens_[id].text;
+}
+
+bool Tokenizer::IsSpecial(uint32_t id) const {
+  return id < tokens_.size() && tokens_[id].kind == Kind::kSpecial;
+}
+
+}  // namespace codegen::bpe

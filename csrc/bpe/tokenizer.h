@@ -1,0 +1,103 @@
+// The byte-level BPE tokenizer of GPT-2 / CodeGen / CodeGen2: added tokens, then the GPT-2
+// pre-tokenizer, then BPE, exactly as HF `tokenizers` runs a tokenizer.json with a BPE model
+// and a ByteLevel pre-tokenizer.
+//
+// A Tokenizer is immutable after construction and safe to share between threads; each
+// encode call borrows working memory from a small pool the Tokenizer owns.
+#ifndef CODEGEN_BPE_TOKENIZER_H_
+#define CODEGEN_BPE_TOKENIZER_H_
+
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "bpe/added_tokens.h"
+#include "bpe/bpe_model.h"
+#include "bpe/byte_level.h"
+
+namespace codegen::bpe {
+
+struct TokenizerOptions {
+  bool add_prefix_space = false;  // ByteLevel: prepend " " to text that does not start with one
+  bool use_regex = true;          // ByteLevel: split with the GPT-2 pattern (else BPE whole segments)
+  bool ignore_merges = false;     // BPE: a piece that is a vocabulary token is that token
+};
+
+// Everything that defines a tokenizer, as read from tokenizer.json or vocab.json + merges.txt.
+struct TokenizerSpec {
+  std::vector<std::pair<std::string, uint32_t>> vocab;  // token spelled over the byte alphabet
+  std::vector<std::pair<std::string, std::string>> merges;  // pairs over the byte alphabet
+  std::vector<AddedToken> added_tokens;
+  TokenizerOptions options;
+};
+
+class Tokenizer {
+ public:
+  // Throws std::invalid_argument naming the offending entry when the spec is inconsistent.
+  explicit Tokenizer(const TokenizerSpec& spec);
+
+  // Appends the ids of text (must be valid UTF-8, else std::invalid_argument) to *out.
+  void Encode(std::string_view text, const SpecialPolicy& policy, std::vector<uint32_t>* out) const;
+
+  // Encodes many texts on up to num_threads threads (0 = one per hardware thread).
+  std::vector<std::vector<uint32_t>> EncodeBatch(const std::vector<std::string_view>& texts,
+                                                 const SpecialPolicy& policy,
+                                                 size_t num_threads) const;
+
+  // The raw bytes the ids stand for (added tokens as their text). Throws
+  // std::invalid_argument on an id that is not in the vocabulary.
+  std::string DecodeBytes(const uint32_t* ids, size_t count, bool skip_special) const;
+
+  std::optional<uint32_t> TokenToId(std::string_view token) const;
+  std::optional<std::string> IdToToken(uint32_t id) const;
+  bool IsSpecial(uint32_t id) const;
+  // One more than the largest id (ids below it may be unassigned in unusual files).
+  uint32_t VocabSize() const { return static_cast<uint32_t>(tokens_.size()); }
+  const std::vector<AddedToken>& added_tokens() const { return splitter_.tokens(); }
+
+ private:
+  enum class Kind : uint8_t { kUnassigned, kModel, kAdded, kSpecial };
+  struct TokenInfo {
+    Kind kind = Kind::kUnassigned;
+    std::string text;   // the token as spelled in the vocabulary / added token content
+    std::string bytes;  // what decoding produces
+  };
+
+  // Working memory leased from the pool for the duration of one call (RAII).
+  class ScratchLease {
+   public:
+    explicit ScratchLease(const Tokenizer& owner);
+    ~ScratchLease();
+    ScratchLease(const ScratchLease&) = delete;
+    ScratchLease& operator=(const ScratchLease&) = delete;
+    EncodeScratch* get() const { return scratch_.get(); }
+
+   private:
+    const Tokenizer& owner_;
+    std::unique_ptr<EncodeScratch> scratch_;
+  };
+
+  void EncodeWith(std::string_view text, const SpecialPolicy& policy, EncodeScratch* scratch,
+                  std::vector<Segment>* segments, std::vector<uint32_t>* out) const;
+  void EncodeOrdinary(std::string_view text, EncodeScratch* scratch,
+                      std::vector<uint32_t>* out) const;
+
+  TokenizerOptions options_;
+  ByteLevelAlphabet alphabet_;
+  BpeModel model_;
+  AddedTokenSplitter splitter_;
+  std::vector<TokenInfo> tokens_;  // indexed by id
+  PieceCache text_to_id_{PieceCache::kUnbounded};  // spelling / added content -> id
+
+  mutable std::mutex pool_mutex_;
+  mutable std::vector<std::unique_ptr<EncodeScratch>> pool_;
+};
+
+}  // namespace codegen::bpe
+
+#endif  // CODEGEN_BPE_TOKENIZER_H_

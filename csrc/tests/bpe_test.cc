@@ -1,0 +1,152 @@
+// Unit tests of the tokenizer core on small hand-made vocabularies (no data files needed).
+#include <string>
+#include <vector>
+
+#include "bpe/byte_level.h"
+#include "bpe/pretokenizer.h"
+#include "bpe/tokenizer.h"
+#include "bpe/unicode.h"
+#include "tests/test_util.h"
+
+namespace {
+using codegen::bpe::AddedToken;
+using codegen::bpe::ByteLevelAlphabet;
+using codegen::bpe::CharClass;
+using codegen::bpe::SpecialPolicy;
+using codegen::bpe::Tokenizer;
+using codegen::bpe::TokenizerSpec;
+
+std::vector<std::string> Pieces(const std::string& text) {
+  std::vector<std::string> out;
+  codegen::bpe::SplitGpt2(text, [&](size_t b, size_t e) { out.push_back(text.substr(b, e - b)); });
+  return out;
+}
+
+// 256 byte tokens (ids 0..255 in byte order) plus merges a+b, ab+c, a+a, aa+aa, Ġ+t.
+TokenizerSpec SmallSpec() {
+  ByteLevelAlphabet alphabet;
+  TokenizerSpec spec;
+  for (int b = 0; b < 256; ++b) {
+    spec.vocab.emplace_back(alphabet.FromBytes(std::string(1, static_cast<char>(b))),
+                            static_cast<uint32_t>(b));
+  }
+  const std::vector<std::pair<std::string, std::string>> merges = {
+      {"a", "b"}, {"ab", "c"}, {"a", "a"}, {"aa", "aa"}, {"Ġ", "t"}};
+  uint32_t next = 256;
+  for (const auto& [l, r] : merges) {
+    spec.merges.emplace_back(l, r);
+    spec.vocab.emplace_back(l + r, next++);
+  }
+  spec.added_tokens.push_back(AddedToken{"<eos>", 300, true, false, false, false});
+  spec.added_tokens.push_back(AddedToken{"  ", 301, false, false, false, true});
+  spec.added_tokens.push_back(AddedToken{"    ", 302, false, false, false, true});
+  return spec;
+}
+
+std::vector<uint32_t> Encode(const Tokenizer& tok, const std::string& text,
+                             const SpecialPolicy& policy = {}) {
+  std::vector<uint32_t> ids;
+  tok.Encode(text, policy, &ids);
+  return ids;
+}
+
+}  // namespace
+
+TEST(UnicodeClasses) {
+  CHECK(codegen::bpe::ClassOfCodepoint('a') == CharClass::kLetter);
+  CHECK(codegen::bpe::ClassOfCodepoint(0x4E2D) == CharClass::kLetter);  // 中
+  CHECK(codegen::bpe::ClassOfCodepoint(0x0661) == CharClass::kNumber);  // Arabic-Indic 1
+  CHECK(codegen::bpe::ClassOfCodepoint(0x3000) == CharClass::kSpace);
+  CHECK(codegen::bpe::ClassOfCodepoint(0x1F600) == CharClass::kOther);  // emoji
+  CHECK(codegen::bpe::ClassOfCodepoint(0x110000) == CharClass::kOther);
+}
+
+TEST(Utf8Validation) {
+  CHECK(codegen::bpe::FindInvalidUtf8("plain ascii") == std::string_view::npos);
+  CHECK(codegen::bpe::FindInvalidUtf8("h\xC3\xA9") == std::string_view::npos);
+  CHECK_EQ(codegen::bpe::FindInvalidUtf8("ab\xC3"), size_t{2});          // truncated
+  CHECK_EQ(codegen::bpe::FindInvalidUtf8("\xC0\xAF"), size_t{0});        // overlong
+  CHECK_EQ(codegen::bpe::FindInvalidUtf8("x\xED\xA0\x80"), size_t{1});   // surrogate
+  CHECK_EQ(codegen::bpe::FindInvalidUtf8("\xF4\x90\x80\x80"), size_t{0});  // > U+10FFFF
+}
+
+TEST(ByteLevelAlphabetRoundTrips) {
+  ByteLevelAlphabet alphabet;
+  std::string all;
+  for (int b = 0; b < 256; ++b) all.push_back(static_cast<char>(b));
+  std::string back;
+  CHECK(alphabet.ToBytes(alphabet.FromBytes(all), &back));
+  CHECK(back == all);
+  CHECK_EQ(alphabet.CodepointOf(' '), 0x120u);  // "Ġ"
+  CHECK(!alphabet.ToBytes(" ", &back));        // a raw space is not in the alphabet
+}
+
+TEST(PreTokenizerFollowsGpt2Pattern) {
+  CHECK(Pieces("hello world") == (std::vector<std::string>{"hello", " world"}));
+  CHECK(Pieces("it's 'S") == (std::vector<std::string>{"it", "'s", " '", "S"}));
+  CHECK(Pieces("a   b") == (std::vector<std::string>{"a", "  ", " b"}));
+  CHECK(Pieces("x\t\ty") == (std::vector<std::string>{"x", "\t", "\t", "y"}));
+  CHECK(Pieces("end  ") == (std::vector<std::string>{"end", "  "}));
+  CHECK(Pieces("x123 45!!") == (std::vector<std::string>{"x", "123", " 45", "!!"}));
+  CHECK(Pieces("''s") == (std::vector<std::string>{"''", "s"}));
+  CHECK(Pieces("") .empty());
+}
+
+TEST(BpeMergesLowestRankFirst) {
+  const Tokenizer tok(SmallSpec());
+  CHECK_EQ(Encode(tok, "abc"), (std::vector<uint32_t>{257}));        // (a b) then (ab c)
+  CHECK_EQ(Encode(tok, "aaaaa"), (std::vector<uint32_t>{259, 'a'}));  // aa aa -> aaaa, a
+  CHECK_EQ(Encode(tok, " t"), (std::vector<uint32_t>{260}));
+  CHECK_EQ(Encode(tok, "x"), (std::vector<uint32_t>{'x'}));
+}
+
+TEST(LongPiecesMatchShortPieceAlgorithm) {
+  const Tokenizer tok(SmallSpec());
+  // Long pieces take the bucketed path; the same text split by spaces takes the short one.
+  std::string long_text(5001, 'a');
+  const auto ids = Encode(tok, long_text);
+  CHECK_EQ(ids.size(), size_t{1251});
+  CHECK_EQ(ids.back(), uint32_t{'a'});
+  std::string abc;
+  for (int i = 0; i < 1000; ++i) abc += "abc";
+  CHECK_EQ(Encode(tok, abc), std::vector<uint32_t>(1000, 257));
+}
+
+TEST(AddedTokensLeftmostLongestBeforePreTokenization) {
+  const Tokenizer tok(SmallSpec());
+  CHECK_EQ(Encode(tok, "     x"), (std::vector<uint32_t>{302, ' ', 'x'}));
+  CHECK_EQ(Encode(tok, "a<eos>b"), (std::vector<uint32_t>{'a', 300, 'b'}));
+  SpecialPolicy none;
+  none.allow_all = false;
+  const auto plain = Encode(tok, "<eos>", none);
+  CHECK(plain.size() > 1);
+  CHECK(tok.DecodeBytes(plain.data(), plain.size(), false) == "<eos>");
+}
+
+TEST(DecodeRejectsUnknownIds) {
+  const Tokenizer tok(SmallSpec());
+  const std::vector<uint32_t> ids = {'a', 300, 9999};
+  CHECK_THROWS(tok.DecodeBytes(ids.data(), ids.size(), false));
+  CHECK(tok.DecodeBytes(ids.data(), 2, true) == "a");
+  CHECK(tok.DecodeBytes(ids.data(), 2, false) == "a<eos>");
+}
+
+TEST(InvalidInputThrows) {
+  const Tokenizer tok(SmallSpec());
+  std::vector<uint32_t> ids;
+  CHECK_THROWS(tok.Encode("bad \xFF byte", SpecialPolicy{}, &ids));
+  TokenizerSpec broken = SmallSpec();
+  broken.merges.emplace_back("zz", "q");
+  CHECK_THROWS(Tokenizer{broken});
+  TokenizerSpec duplicate = SmallSpec();
+  duplicate.added_tokens.push_back(AddedToken{"<eos>", 303, true, false, false, false});
+  CHECK_THROWS(Tokenizer{duplicate});
+}
+
+TEST(BatchEqualsSingle) {
+  const Tokenizer tok(SmallSpec());
+  const std::vector<std::string> texts = {"abc abc", "", "  aaaa", "<eos>x", std::string(300, 'a')};
+  std::vector<std::string_view> views(texts.begin(), texts.end());
+  const auto batch = tok.EncodeBatch(views, SpecialPolicy{}, 3);
+  for (size_t i = 0; i < texts.size(); ++i) CHECK(batch[i] == Encode(tok, texts[i]));
+}

@@ -1,0 +1,1 @@
+"""Slow, obvious reference implementations that the native fast paths are tested against."""

@@ -1,0 +1,265 @@
+"""``Tokenizer``: the public face of the native byte-level BPE tokenizer."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from codegen_core import _core
+from codegen_core.tokenizer.spec import (
+    GPT2_EOS,
+    TokenizerSpec,
+    gpt2_files_spec,
+    gpt2_spec,
+    load_tokenizer_json,
+)
+
+AllowedSpecial = Literal["all", "none"] | AbstractSet[str]
+IdsLike = Sequence[int] | npt.NDArray[np.integer]
+
+
+def _check_text(text: object, what: str = "text") -> str:
+    if not isinstance(text, str):
+        raise TypeError(f"{what} must be str, got {type(text).__name__}")
+    return text
+
+
+def _surrogate_error(text: str, err: UnicodeEncodeError, what: str = "text") -> ValueError:
+    return ValueError(
+        f"{what} contains a lone surrogate {text[err.start]!r} at index {err.start}: it has no "
+        "UTF-8 form (HF tokenizers refuses it too). Clean it with "
+        "text.encode('utf-8', 'replace').decode('utf-8')"
+    )
+
+
+class Tokenizer:
+    """A byte-level BPE tokenizer that gives exactly HF ``tokenizers``' ids, fast.
+
+    >>> tok = Tokenizer.codegen()
+    >>> tok.encode("    return x")
+    [50284, 7783, 2124]
+    >>> tok.decode([50284, 7783, 2124])
+    '    return x'
+
+    Build one from a Hugging Face ``tokenizer.json`` (:meth:`from_file`), from GPT-2's
+    ``vocab.json`` + ``merges.txt`` (:meth:`from_gpt2_files`), or with a preset:
+    :meth:`gpt2`, :meth:`codegen` (CodeGen1: GPT-2 + 38 whitespace tokens) or
+    :meth:`codegen2` (the 51200-id CodeGen2 / 2.5 layout). Instances are immutable and safe
+    to share between threads.
+    """
+
+    def __init__(self, spec: TokenizerSpec) -> None:
+        if not isinstance(spec, TokenizerSpec):
+            raise TypeError(f"spec must be a TokenizerSpec, got {type(spec).__name__}")
+        self._spec = spec
+        self._core = _core.BPETokenizer(
+            list(spec.vocab.items()),
+            list(spec.merges),
+            [
+                (t.content, t.id, t.special, t.lstrip, t.rstrip, t.normalized)
+                for t in spec.added_tokens
+            ],
+            add_prefix_space=spec.add_prefix_space,
+            use_regex=spec.use_regex,
+            ignore_merges=spec.ignore_merges,
+        )
+        self._special: dict[str, int] = {t.content: t.id for t in spec.added_tokens if t.special}
+
+    # ---- construction -------------------------------------------------------------------
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str]) -> Tokenizer:
+        """Load a Hugging Face ``tokenizer.json`` (BPE model, ByteLevel pre-tokenizer)."""
+        return cls(load_tokenizer_json(path))
+
+    @classmethod
+    def from_gpt2_files(
+        cls,
+        vocab_path: str | os.PathLike[str],
+        merges_path: str | os.PathLike[str],
+        *,
+        layout: Literal["gpt2", "codegen", "codegen2"] = "gpt2",
+    ) -> Tokenizer:
+        """GPT-2's ``vocab.json`` + ``merges.txt`` with the added tokens of ``layout``."""
+        return cls(gpt2_files_spec(vocab_path, merges_path, layout))
+
+    @classmethod
+    def gpt2(cls, gpt2_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
+        """Plain GPT-2 (CodeGen-nl models): 50257 ids, ``<|endoftext|>`` = 50256."""
+        return cls(gpt2_spec(gpt2_dir, "gpt2"))
+
+    @classmethod
+    def codegen(cls, gpt2_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
+        """CodeGen1 multi/mono: GPT-2 plus 38 whitespace-run tokens (ids 50257..50294)."""
+        return cls(gpt2_spec(gpt2_dir, "codegen"))
+
+    @classmethod
+    def codegen2(cls, gpt2_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
+        """CodeGen2 / 2.5: CodeGen1 plus FIM, ``<sep>``, ``<eom>`` and ``<mask_k>`` up to 51199."""
+        return cls(gpt2_spec(gpt2_dir, "codegen2"))
+
+    # ---- properties ---------------------------------------------------------------------
+    @property
+    def name(self) -> str:
+        return self._spec.name
+
+    @property
+    def spec(self) -> TokenizerSpec:
+        return self._spec
+
+    @property
+    def vocab_size(self) -> int:
+        """One more than the largest id (HF's ``get_vocab_size(with_added_tokens=True)``)."""
+        return self._core.vocab_size
+
+    @property
+    def eos_token_id(self) -> int:
+        eos = self.token_to_id(GPT2_EOS)
+        if eos is None:
+            raise AttributeError(f"tokenizer {self.name!r} has no {GPT2_EOS} token")
+        return eos
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        """Special added tokens, content -> id."""
+        return dict(self._special)
+
+    def token_to_id(self, token: str) -> int | None:
+        """Id of a token as the vocabulary spells it (``"Ġthe"``) or of an added token."""
+        return self._core.token_to_id(_check_text(token, "token"))
+
+    def id_to_token(self, id: int) -> str | None:
+        """The vocabulary spelling of ``id``, or None if no token has it."""
+        if isinstance(id, bool) or not isinstance(id, int | np.integer):
+            raise TypeError(f"id must be int, got {type(id).__name__}")
+        return self._core.id_to_token(int(id)) if 0 <= id < 2**32 else None
+
+    # ---- encoding -----------------------------------------------------------------------
+    def _allowed(self, allowed_special: AllowedSpecial) -> list[int] | None:
+        if allowed_special == "all":
+            return None
+        if allowed_special == "none":
+            return []
+        if isinstance(allowed_special, str) or not isinstance(allowed_special, AbstractSet):
+            raise TypeError(
+                "allowed_special must be 'all', 'none' or a set of special token strings, "
+                f"got {allowed_special!r}"
+            )
+        unknown = sorted(s for s in allowed_special if s not in self._special)
+        if unknown:
+            raise ValueError(f"allowed_special names tokens that are not special: {unknown}")
+        return [self._special[s] for s in allowed_special]
+
+    def encode(self, text: str, *, allowed_special: AllowedSpecial = "all") -> list[int]:
+        """Token ids of ``text``.
+
+        Special tokens written in the text become their ids, as HF does
+        (``allowed_special="all"``); pass ``"none"`` or a set to encode the others as text.
+
+        >>> Tokenizer.codegen().encode("<|endoftext|>", allowed_special="none")[:3]
+        [27, 91, 437]
+        """
+        _check_text(text)
+        try:
+            return self._core.encode(text, self._allowed(allowed_special))
+        except UnicodeEncodeError as e:
+            raise _surrogate_error(text, e) from None
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        """Ids of ``text`` with every special token encoded as plain text."""
+        return self.encode(text, allowed_special="none")
+
+    def _views(self, texts: Iterable[str]) -> list[str]:
+        if isinstance(texts, str):
+            raise TypeError("texts must be a list of str, not one str")
+        texts = list(texts)
+        for i, t in enumerate(texts):
+            _check_text(t, f"texts[{i}]")
+        return texts
+
+    def _batch(self, texts: list[str], allowed: list[int] | None, num_threads: int, flat: bool):
+        if num_threads < 0:
+            raise ValueError(f"num_threads must be >= 0 (0 = all cores), got {num_threads}")
+        try:
+            return self._core.encode_batch(texts, allowed, num_threads, flat)
+        except UnicodeEncodeError as e:
+            index = next(i for i, t in enumerate(texts) if e.object is t or e.object == t)
+            raise _surrogate_error(texts[index], e, f"texts[{index}]") from None
+
+    def encode_batch(
+        self,
+        texts: Iterable[str],
+        *,
+        allowed_special: AllowedSpecial = "all",
+        num_threads: int = 0,
+    ) -> list[list[int]]:
+        """Encode many texts on native threads (``num_threads=0``: one per core), GIL released."""
+        return self._batch(self._views(texts), self._allowed(allowed_special), num_threads, False)
+
+    def encode_batch_flat(
+        self,
+        texts: Iterable[str],
+        *,
+        allowed_special: AllowedSpecial = "all",
+        num_threads: int = 0,
+    ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
+        """Like :meth:`encode_batch`, as numpy: ``ids[offsets[i]:offsets[i + 1]]`` is text i.
+
+        The fast path for data pipelines: no Python int per token.
+        """
+        return self._batch(self._views(texts), self._allowed(allowed_special), num_threads, True)
+
+    # ---- decoding -----------------------------------------------------------------------
+    @staticmethod
+    def _ids_array(ids: IdsLike) -> npt.NDArray[np.uint32]:
+        if isinstance(ids, np.ndarray):
+            if ids.ndim != 1 or ids.dtype.kind not in "iu":
+                raise TypeError(
+                    f"ids must be a 1-D integer array, got {ids.dtype} of shape {ids.shape}"
+                )
+            arr = ids
+        else:
+            if isinstance(ids, str | bytes):
+                raise TypeError(f"ids must be a sequence of int, got {type(ids).__name__}")
+            ids = list(ids)
+            for i, x in enumerate(ids):
+                if isinstance(x, bool) or not isinstance(x, int | np.integer):
+                    raise TypeError(f"ids[{i}] must be int, got {type(x).__name__}")
+            arr = np.asarray(ids, dtype=np.int64) if ids else np.zeros(0, np.int64)
+        if arr.size and (arr.min() < 0 or arr.max() >= 2**32):
+            bad = int(np.flatnonzero((arr < 0) | (arr >= 2**32))[0])
+            raise ValueError(f"unknown token id {int(arr[bad])} at position {bad}")
+        return np.ascontiguousarray(arr, dtype=np.uint32)
+
+    def decode(self, ids: IdsLike, *, skip_special_tokens: bool = False) -> str:
+        """Text of ``ids``; bytes that are not valid UTF-8 become U+FFFD, as HF does.
+
+        Unknown ids raise ``ValueError`` (HF drops them silently).
+        """
+        return self._core.decode(self._ids_array(ids), skip_special_tokens)
+
+    def decode_bytes(self, ids: IdsLike, *, skip_special_tokens: bool = False) -> bytes:
+        """The exact bytes ``ids`` stand for (no UTF-8 repair)."""
+        return self._core.decode_bytes(self._ids_array(ids), skip_special_tokens)
+
+    def decode_batch(
+        self, batch: Iterable[IdsLike], *, skip_special_tokens: bool = False
+    ) -> list[str]:
+        return [self.decode(ids, skip_special_tokens=skip_special_tokens) for ids in batch]
+
+    def pre_tokenize(self, text: str) -> list[str]:
+        """The GPT-2 pre-tokenizer's pieces of ``text`` (ignores added tokens)."""
+        _check_text(text)
+        try:
+            spans = self._core.pre_tokenize(text)
+        except UnicodeEncodeError as e:
+            raise _surrogate_error(text, e) from None
+        data = text.encode("utf-8")
+        return [data[b:e].decode("utf-8") for b, e in spans]
+
+    def __repr__(self) -> str:
+        return f"Tokenizer(name={self.name!r}, vocab_size={self.vocab_size})"
