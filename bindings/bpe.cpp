@@ -55,6 +55,55 @@ py::list ToList(const std::vector<uint32_t>& ids) {
 
 using IdArray = py::array_t<uint32_t, py::array::c_style>;
 
+// Token ids from a Python list/tuple of int or a 1-D numpy integer array, checked: a
+// non-int element is a TypeError naming its index, an id outside uint32 a ValueError.
+std::vector<uint32_t> IdsFromPython(const py::handle& ids) {
+  std::vector<uint32_t> out;
+  if (py::isinstance<py::array>(ids)) {
+    const auto arr = py::reinterpret_borrow<py::array>(ids);
+    if (arr.ndim() != 1 || (arr.dtype().kind() != 'i' && arr.dtype().kind() != 'u')) {
+      throw py::type_error("ids must be a 1-D integer array, got " +
+                           std::string(py::str(arr.dtype())) + " with " +
+                           std::to_string(arr.ndim()) + " dimensions");
+    }
+    const auto wide = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(arr);
+    if (!wide) throw py::error_already_set();
+    out.resize(static_cast<size_t>(wide.size()));
+    const int64_t* data = wide.data();
+    for (size_t i = 0; i < out.size(); ++i) {
+      if (data[i] < 0 || data[i] > UINT32_MAX) {
+        throw std::invalid_argument("unknown token id " + std::to_string(data[i]) +
+                                    " at position " + std::to_string(i));
+      }
+      out[i] = static_cast<uint32_t>(data[i]);
+    }
+    return out;
+  }
+  if (!PyList_Check(ids.ptr()) && !PyTuple_Check(ids.ptr())) {
+    throw py::type_error(std::string("ids must be a list or tuple of int or a numpy array, got ") +
+                         Py_TYPE(ids.ptr())->tp_name);
+  }
+  const py::sequence seq = py::reinterpret_borrow<py::sequence>(ids);
+  const Py_ssize_t n = PySequence_Fast_GET_SIZE(seq.ptr());
+  PyObject** items = PySequence_Fast_ITEMS(seq.ptr());
+  out.resize(static_cast<size_t>(n));
+  for (Py_ssize_t i = 0; i < n; ++i) {
+    PyObject* item = items[i];
+    if (!PyLong_Check(item) || PyBool_Check(item)) {
+      throw py::type_error("ids[" + std::to_string(i) + "] must be int, got " +
+                           Py_TYPE(item)->tp_name);
+    }
+    int overflow = 0;
+    const long long v = PyLong_AsLongLongAndOverflow(item, &overflow);
+    if (overflow != 0 || v < 0 || v > UINT32_MAX) {
+      throw std::invalid_argument("unknown token id " + std::string(py::str(item)) +
+                                  " at position " + std::to_string(i));
+    }
+    out[static_cast<size_t>(i)] = static_cast<uint32_t>(v);
+  }
+  return out;
+}
+
 std::unique_ptr<Tokenizer> MakeTokenizer(const py::list& vocab, const py::list& merges,
                                          const py::list& added_tokens, bool add_prefix_space,
                                          bool use_regex, bool ignore_merges) {
@@ -184,22 +233,25 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
           "(ids: uint32[total], offsets: int64[len(texts) + 1]).")
       .def(
           "decode_bytes",
-          [](const Tokenizer& self, const IdArray& ids, bool skip_special) {
+          [](const Tokenizer& self, const py::handle& ids, bool skip_special) {
+            const std::vector<uint32_t> v = IdsFromPython(ids);
             std::string out;
             {
               py::gil_scoped_release release;
-              out = self.DecodeBytes(ids.data(), static_cast<size_t>(ids.size()), skip_special);
+              out = self.DecodeBytes(v.data(), v.size(), skip_special);
             }
             return py::bytes(out);
           },
-          py::arg("ids"), py::arg("skip_special_tokens") = false)
+          py::arg("ids"), py::arg("skip_special_tokens") = false,
+          "The bytes the ids stand for. ids: list/tuple of int or a 1-D integer numpy array.")
       .def(
           "decode",
-          [](const Tokenizer& self, const IdArray& ids, bool skip_special) {
+          [](const Tokenizer& self, const py::handle& ids, bool skip_special) {
+            const std::vector<uint32_t> v = IdsFromPython(ids);
             std::string out;
             {
               py::gil_scoped_release release;
-              out = self.DecodeBytes(ids.data(), static_cast<size_t>(ids.size()), skip_special);
+              out = self.DecodeBytes(v.data(), v.size(), skip_special);
             }
             PyObject* text = PyUnicode_DecodeUTF8(out.data(), static_cast<Py_ssize_t>(out.size()),
                                                   "replace");

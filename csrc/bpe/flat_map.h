@@ -33,38 +33,40 @@ inline uint64_t HashBytes(std::string_view s) {
   return Mix64(h ^ tail);
 }
 
-// uint64 -> V, fixed after construction. Owns its slots. Key ~0 is reserved as empty.
+// uint64 -> V, fixed after construction. Owns its slots; a key and its value share a slot
+// (one cache line per probe). Key ~0 is reserved as empty.
 template <typename V>
 class FlatU64Map {
  public:
   void Reserve(size_t n) {
     size_t cap = 16;
     while (cap < n * 2) cap <<= 1;
-    keys_.assign(cap, kEmpty);
-    values_.assign(cap, V{});
+    slots_.assign(cap, Slot{kEmpty, V{}});
     mask_ = cap - 1;
   }
   // Inserts or overwrites.
   void Put(uint64_t key, const V& value) {
-    size_t slot = Mix64(key) & mask_;
-    while (keys_[slot] != kEmpty && keys_[slot] != key) slot = (slot + 1) & mask_;
-    keys_[slot] = key;
-    values_[slot] = value;
+    size_t i = Mix64(key) & mask_;
+    while (slots_[i].key != kEmpty && slots_[i].key != key) i = (i + 1) & mask_;
+    slots_[i] = Slot{key, value};
   }
   const V* Find(uint64_t key) const {
-    size_t slot = Mix64(key) & mask_;
+    size_t i = Mix64(key) & mask_;
     while (true) {
-      const uint64_t k = keys_[slot];
-      if (k == key) return &values_[slot];
-      if (k == kEmpty) return nullptr;
-      slot = (slot + 1) & mask_;
+      const Slot& slot = slots_[i];
+      if (slot.key == key) return &slot.value;
+      if (slot.key == kEmpty) return nullptr;
+      i = (i + 1) & mask_;
     }
   }
 
  private:
   static constexpr uint64_t kEmpty = ~0ull;
-  std::vector<uint64_t> keys_;
-  std::vector<V> values_;
+  struct Slot {
+    uint64_t key;
+    V value;
+  };
+  std::vector<Slot> slots_;
   size_t mask_ = 0;
 };
 
