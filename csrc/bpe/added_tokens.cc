@@ -25,6 +25,7 @@ void AddedTokenTrie::Insert(std::string_view content, uint32_t token_index) {
       auto& kids = nodes_[node].children;
       kids.insert(std::lower_bound(kids.begin(), kids.end(), std::make_pair(b, 0u)),
                   std::make_pair(b, child));
+      if (node == 0) root_children_[b] = child;
     }
     node = child;
   }
@@ -32,6 +33,7 @@ void AddedTokenTrie::Insert(std::string_view content, uint32_t token_index) {
 }
 
 uint32_t AddedTokenTrie::Child(uint32_t node, unsigned char b) const {
+  if (node == 0) return root_children_[b];
   const auto& kids = nodes_[node].children;
   const auto it = std::lower_bound(kids.begin(), kids.end(), std::make_pair(b, 0u));
   return (it != kids.end() && it->first == b) ? it->second : 0;

@@ -56,6 +56,7 @@ class AddedTokenTrie {
   uint32_t Child(uint32_t node, unsigned char b) const;  // 0 = none (root is never a child)
   std::vector<Node> nodes_;  // nodes_[0] is the root once anything is inserted
   std::array<bool, 256> first_byte_{};
+  std::array<uint32_t, 256> root_children_{};  // the root's fan-out is wide: a direct table
 };
 
 // Splits text into added-token and ordinary segments.

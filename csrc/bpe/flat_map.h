@@ -70,6 +70,18 @@ class FlatU64Map {
   size_t mask_ = 0;
 };
 
+// Equality of two byte strings of the same length n, without a call for short ones.
+inline bool SameBytes(const char* a, const char* b, size_t n) {
+  if (n <= 8) {
+    uint64_t x = 0;
+    uint64_t y = 0;
+    std::memcpy(&x, a, n);
+    std::memcpy(&y, b, n);
+    return x == y;
+  }
+  return std::memcmp(a, b, n) == 0;
+}
+
 // Byte string -> list of token ids, for caching the BPE of pieces. Keys and values live in
 // two arenas owned by the map; Clear() drops everything (used to bound memory).
 class PieceCache {
@@ -85,7 +97,7 @@ class PieceCache {
       const Entry& e = entries_[slot];
       if (e.key_len == kEmptyLen) return nullptr;
       if (e.hash == hash && e.key_len == piece.size() &&
-          std::memcmp(keys_.data() + e.key_off, piece.data(), piece.size()) == 0) {
+          SameBytes(keys_.data() + e.key_off, piece.data(), piece.size())) {
         *count = e.val_len;
         return values_.data() + e.val_off;
       }
