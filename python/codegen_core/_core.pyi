@@ -1,8 +1,6 @@
 """Type stubs of the native extension ``codegen_core._core`` (bindings/). Use the Python
 wrappers (``codegen_core.Tokenizer``, ...) instead of this module directly."""
 
-from __future__ import annotations
-
 import numpy as np
 import numpy.typing as npt
 
