@@ -126,52 +126,75 @@ class BinaryHeap {
 
 }  // namespace
 
-template <typename Queue>
-bool BpeModel::MergeWithQueue(std::string_view piece, EncodeScratch* scratch, Queue* queue,
-                              std::vector<uint32_t>* out) const {
-  auto& sym = scratch->symbols;
+namespace {
+constexpr uint32_t kDeadSymbol = std::numeric_limits<uint32_t>::max();
+}  // namespace
+
+template <typename OnPair>
+void BpeModel::InitSymbols(std::string_view piece, std::vector<EncodeScratch::Symbol>* symbols,
+                           OnPair&& on_pair) const {
+  auto& sym = *symbols;
   const size_t n = piece.size();
   sym.resize(n);
-  queue->Clear();
-  // Queue keys are (rank << 32 | position of the left symbol): popped lowest rank first,
-  // leftmost first on ties, exactly HF's order.
-  auto key = [](uint32_t rank, size_t pos) { return (static_cast<uint64_t>(rank) << 32) | pos; };
   for (size_t k = 0; k < n; ++k) {
     sym[k] = {byte_ids_[static_cast<unsigned char>(piece[k])], static_cast<int32_t>(k) - 1,
               k + 1 < n ? static_cast<int32_t>(k + 1) : -1};
   }
   for (size_t k = 0; k + 1 < n; ++k) {
-    if (const Merge* m = FindMerge(sym[k].id, sym[k + 1].id)) queue->Push(key(m->rank, k));
+    if (const Merge* m = FindMerge(sym[k].id, sym[k + 1].id)) on_pair(m->rank, k);
   }
-  constexpr uint32_t kDead = std::numeric_limits<uint32_t>::max();
-  while (!queue->empty()) {
-    const uint64_t top = queue->Pop();
-    const auto pos = static_cast<size_t>(top & 0xFFFFFFFFu);
-    const auto rank = static_cast<uint32_t>(top >> 32);
-    auto& left = sym[pos];
-    if (left.id == kDead || left.next < 0) continue;
-    const auto next = static_cast<size_t>(left.next);
-    const Merge* m = FindMerge(left.id, sym[next].id);
-    if (m == nullptr || m->rank != rank) continue;  // a stale entry
-    left.id = m->new_id;
-    left.next = sym[next].next;
-    sym[next].id = kDead;
-    if (left.next >= 0) sym[static_cast<size_t>(left.next)].prev = static_cast<int32_t>(pos);
-    if (left.prev >= 0) {
-      const auto prev = static_cast<size_t>(left.prev);
-      if (const Merge* pm = FindMerge(sym[prev].id, left.id)) {
-        if (!queue->Push(key(pm->rank, prev))) return false;
-      }
-    }
-    if (left.next >= 0) {
-      if (const Merge* nm = FindMerge(left.id, sym[static_cast<size_t>(left.next)].id)) {
-        if (!queue->Push(key(nm->rank, pos))) return false;
-      }
+}
+
+template <typename OnPair>
+bool BpeModel::MergeAt(std::vector<EncodeScratch::Symbol>* symbols, size_t pos, uint32_t rank,
+                       OnPair&& on_pair) const {
+  auto& sym = *symbols;
+  auto& left = sym[pos];
+  if (left.id == kDeadSymbol || left.next < 0) return false;
+  const auto next = static_cast<size_t>(left.next);
+  const Merge* m = FindMerge(left.id, sym[next].id);
+  if (m == nullptr || m->rank != rank) return false;  // a stale entry
+  left.id = m->new_id;
+  left.next = sym[next].next;
+  sym[next].id = kDeadSymbol;
+  if (left.next >= 0) sym[static_cast<size_t>(left.next)].prev = static_cast<int32_t>(pos);
+  if (left.prev >= 0) {
+    const auto prev = static_cast<size_t>(left.prev);
+    if (const Merge* pm = FindMerge(sym[prev].id, left.id)) on_pair(pm->rank, prev);
+  }
+  if (left.next >= 0) {
+    if (const Merge* nm = FindMerge(left.id, sym[static_cast<size_t>(left.next)].id)) {
+      on_pair(nm->rank, pos);
     }
   }
+  return true;
+}
+
+void BpeModel::CollectSymbols(const std::vector<EncodeScratch::Symbol>& sym,
+                              std::vector<uint32_t>* out) {
   for (int32_t k = 0; k >= 0; k = sym[static_cast<size_t>(k)].next) {
     out->push_back(sym[static_cast<size_t>(k)].id);
   }
+}
+
+template <typename Queue>
+bool BpeModel::MergeWithQueue(std::string_view piece, EncodeScratch* scratch, Queue* queue,
+                              std::vector<uint32_t>* out) const {
+  // Queue keys are (rank << 32 | position of the left symbol): popped lowest rank first,
+  // leftmost first on ties, exactly HF's order.
+  queue->Clear();
+  bool accepted = true;
+  auto push = [&](uint32_t rank, size_t pos) {
+    accepted = accepted && queue->Push((static_cast<uint64_t>(rank) << 32) | pos);
+  };
+  InitSymbols(piece, &scratch->symbols, push);
+  while (!queue->empty() && accepted) {
+    const uint64_t top = queue->Pop();
+    MergeAt(&scratch->symbols, static_cast<size_t>(top & 0xFFFFFFFFu),
+            static_cast<uint32_t>(top >> 32), push);
+  }
+  if (!accepted) return false;
+  CollectSymbols(scratch->symbols, out);
   return true;
 }
 
@@ -181,22 +204,22 @@ bool BpeModel::MergeByRank(std::string_view piece, EncodeScratch* scratch,
   // pair a merge of rank r creates has a rank above r. HF's (rank, position) heap then pops
   // whole ranks at a time, in position order. So: one bucket of positions per rank, a small
   // heap of the ranks that have a bucket, and each bucket sorted once when its turn comes.
-  // A push at or below the rank being processed breaks monotonicity: return false.
-  auto& sym = scratch->symbols;
+  // A pair created at or below the rank being processed breaks monotonicity: return false.
   auto& bucket_of = scratch->bucket_of_rank;  // rank -> index into buckets, or -1
   auto& buckets = scratch->buckets;
   auto& ranks = scratch->rank_heap;  // min-heap of ranks with a bucket
   if (bucket_of.size() != num_merges_) bucket_of.assign(num_merges_, -1);
-  const size_t n = piece.size();
-  sym.resize(n);
-  for (size_t k = 0; k < n; ++k) {
-    sym[k] = {byte_ids_[static_cast<unsigned char>(piece[k])], static_cast<int32_t>(k) - 1,
-              k + 1 < n ? static_cast<int32_t>(k + 1) : -1};
-  }
   size_t used = 0;
   ranks.clear();
   const auto cmp = std::greater<uint32_t>();
+  uint32_t current = 0;  // the rank being merged
+  bool merging = false;
+  bool monotone = true;
   auto push = [&](uint32_t rank, size_t pos) {
+    if (merging && rank <= current) {
+      monotone = false;
+      return;
+    }
     int32_t b = bucket_of[rank];
     if (b < 0) {
       b = static_cast<int32_t>(used++);
@@ -208,44 +231,20 @@ bool BpeModel::MergeByRank(std::string_view piece, EncodeScratch* scratch,
     }
     buckets[static_cast<size_t>(b)].push_back(static_cast<uint32_t>(pos));
   };
-  for (size_t k = 0; k + 1 < n; ++k) {
-    if (const Merge* m = FindMerge(sym[k].id, sym[k + 1].id)) push(m->rank, k);
-  }
-  constexpr uint32_t kDead = std::numeric_limits<uint32_t>::max();
-  bool monotone = true;
+  InitSymbols(piece, &scratch->symbols, push);
+  merging = true;
   std::vector<uint32_t> positions;
   while (!ranks.empty() && monotone) {
     std::pop_heap(ranks.begin(), ranks.end(), cmp);
-    const uint32_t rank = ranks.back();
+    current = ranks.back();
     ranks.pop_back();
-    positions.swap(buckets[static_cast<size_t>(bucket_of[rank])]);
-    bucket_of[rank] = -1;  // pushes of this rank from here on would break monotonicity
+    positions.swap(buckets[static_cast<size_t>(bucket_of[current])]);
+    bucket_of[current] = -1;
     if (!std::is_sorted(positions.begin(), positions.end())) {
       std::sort(positions.begin(), positions.end());
     }
     for (const uint32_t pos : positions) {
-      auto& left = sym[pos];
-      if (left.id == kDead || left.next < 0) continue;
-      const auto next = static_cast<size_t>(left.next);
-      const Merge* m = FindMerge(left.id, sym[next].id);
-      if (m == nullptr || m->rank != rank) continue;  // a stale entry
-      left.id = m->new_id;
-      left.next = sym[next].next;
-      sym[next].id = kDead;
-      if (left.next >= 0) sym[static_cast<size_t>(left.next)].prev = static_cast<int32_t>(pos);
-      if (left.prev >= 0) {
-        const auto prev = static_cast<size_t>(left.prev);
-        if (const Merge* pm = FindMerge(sym[prev].id, left.id)) {
-          if (pm->rank <= rank) monotone = false;
-          else push(pm->rank, prev);
-        }
-      }
-      if (left.next >= 0) {
-        if (const Merge* nm = FindMerge(left.id, sym[static_cast<size_t>(left.next)].id)) {
-          if (nm->rank <= rank) monotone = false;
-          else push(nm->rank, pos);
-        }
-      }
+      MergeAt(&scratch->symbols, pos, current, push);
       if (!monotone) break;
     }
     positions.clear();
@@ -253,9 +252,7 @@ bool BpeModel::MergeByRank(std::string_view piece, EncodeScratch* scratch,
   // Leave the rank table clean for the next piece.
   for (const uint32_t r : ranks) bucket_of[r] = -1;
   if (!monotone) return false;
-  for (int32_t k = 0; k >= 0; k = sym[static_cast<size_t>(k)].next) {
-    out->push_back(sym[static_cast<size_t>(k)].id);
-  }
+  CollectSymbols(scratch->symbols, out);
   return true;
 }
 

@@ -66,6 +66,17 @@ class BpeModel {
   }
   void MergeSmall(EncodeScratch* scratch) const;  // scratch->ids in, merged in place
   void MergeLarge(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
+  // One symbol per byte of piece; on_pair(rank, position) for each adjacent pair with a merge.
+  template <typename OnPair>
+  void InitSymbols(std::string_view piece, std::vector<EncodeScratch::Symbol>* symbols,
+                   OnPair&& on_pair) const;
+  // Merges the pair whose left symbol is at pos if it still is the pair of `rank` (else it is
+  // a stale queue entry: false); on_pair(rank, position) for the two pairs the merge creates.
+  template <typename OnPair>
+  bool MergeAt(std::vector<EncodeScratch::Symbol>* symbols, size_t pos, uint32_t rank,
+               OnPair&& on_pair) const;
+  static void CollectSymbols(const std::vector<EncodeScratch::Symbol>& symbols,
+                             std::vector<uint32_t>* out);
   // Rank-bucketed merge loop for monotone merge tables; false if the table is not monotone.
   bool MergeByRank(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
   // The linked-list merge loop over a priority queue; false if the queue refused a key.

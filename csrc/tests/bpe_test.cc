@@ -150,3 +150,27 @@ TEST(BatchEqualsSingle) {
   const auto batch = tok.EncodeBatch(views, SpecialPolicy{}, 3);
   for (size_t i = 0; i < texts.size(); ++i) CHECK(batch[i] == Encode(tok, texts[i]));
 }
+
+TEST(NonMonotoneMergeTablesFallBackToTheHeap) {
+  // ("a", "bc") is ranked before ("b", "c"), the merge that makes "bc": the rank-bucketed
+  // loop must notice and hand long pieces to the (rank, position) heap, which gets it right.
+  ByteLevelAlphabet alphabet;
+  TokenizerSpec spec;
+  for (int b = 0; b < 256; ++b) {
+    spec.vocab.emplace_back(alphabet.FromBytes(std::string(1, static_cast<char>(b))),
+                            static_cast<uint32_t>(b));
+  }
+  spec.vocab.emplace_back("bc", 256);
+  spec.vocab.emplace_back("abc", 257);
+  spec.merges = {{"a", "bc"}, {"b", "c"}};
+  const Tokenizer tok(spec);
+  CHECK_EQ(Encode(tok, "abc"), (std::vector<uint32_t>{257}));
+  std::string text;
+  for (int i = 0; i < 40; ++i) text += "abc";
+  CHECK_EQ(Encode(tok, text), std::vector<uint32_t>(40, 257));
+  CHECK_EQ(Encode(tok, text + "bc"), [] {
+    std::vector<uint32_t> ids(40, 257);
+    ids.push_back(256);
+    return ids;
+  }());
+}
