@@ -4,8 +4,10 @@
 namespace py = pybind11;
 
 void InitBpe(py::module_& m);
+void InitDedup(py::module_& m);
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "Native core of codegen_core (tokenizer). Use the Python wrappers instead.";
+  m.doc() = "Native core of codegen_core (tokenizer, dedup). Use the Python wrappers instead.";
   InitBpe(m);
+  InitDedup(m);
 }

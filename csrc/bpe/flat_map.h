@@ -8,16 +8,11 @@
 #include <string_view>
 #include <vector>
 
+#include "common/hash.h"
+
 namespace codegen::bpe {
 
-inline uint64_t Mix64(uint64_t x) {
-  x ^= x >> 33;
-  x *= 0xff51afd7ed558ccdull;
-  x ^= x >> 33;
-  x *= 0xc4ceb9fe1a85ec53ull;
-  x ^= x >> 33;
-  return x;
-}
+inline uint64_t Mix64(uint64_t x) { return Fmix64(x); }
 
 // Hash of a short byte string, eight bytes at a time.
 inline uint64_t HashBytes(std::string_view s) {

@@ -1,6 +1,8 @@
 """Type stubs of the native extension ``codegen_core._core`` (bindings/). Use the Python
 wrappers (``codegen_core.Tokenizer``, ...) instead of this module directly."""
 
+from collections.abc import Sequence
+
 import numpy as np
 import numpy.typing as npt
 
@@ -40,3 +42,39 @@ class BPETokenizer:
     def vocab_size(self) -> int: ...
 
 def unicode_classes() -> npt.NDArray[np.uint8]: ...
+
+# ---- near-duplicate detection (bindings/dedup.cpp) -------------------------------------
+def minhash_params(
+    num_perm: int, seed: int
+) -> tuple[npt.NDArray[np.uint64], npt.NDArray[np.uint64]]: ...
+def shingle_set(doc: str | bytes, ngram: int) -> npt.NDArray[np.uint32]: ...
+def minhash_signatures(
+    docs: Sequence[str | bytes],
+    num_perm: int,
+    seed: int,
+    ngram: int,
+    num_threads: int,
+    scheme: str = "permutations",
+) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.uint32]]: ...
+def lsh_optimal_params(
+    threshold: float, num_perm: int, fp_weight: float, fn_weight: float
+) -> tuple[int, int]: ...
+def lsh_error_areas(threshold: float, bands: int, rows: int) -> tuple[float, float]: ...
+def band_keys(
+    signatures: npt.NDArray[np.uint32], bands: int, rows: int, num_threads: int
+) -> npt.NDArray[np.uint64]: ...
+def candidate_pairs(
+    band_keys: npt.NDArray[np.uint64],
+    skip: npt.NDArray[np.uint8] | None,
+    max_bucket: int,
+    num_threads: int,
+) -> npt.NDArray[np.uint32]: ...
+def signature_similarity(
+    signatures: npt.NDArray[np.uint32], pairs: npt.NDArray[np.uint32], num_threads: int
+) -> npt.NDArray[np.float64]: ...
+def exact_jaccard(
+    docs: Sequence[str | bytes], pairs: npt.NDArray[np.uint32], ngram: int, num_threads: int
+) -> npt.NDArray[np.float64]: ...
+def cluster_roots(
+    n: int, pairs: npt.NDArray[np.uint32], keep: npt.NDArray[np.uint8] | None
+) -> npt.NDArray[np.uint32]: ...

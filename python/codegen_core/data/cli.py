@@ -1,0 +1,154 @@
+"""``codegen-core data prepare`` and ``codegen-core data dedup``.
+
+The top-level CLI calls :func:`register` with its subparsers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+from codegen_core.data import sources
+from codegen_core.data.filters import FilterConfig
+from codegen_core.data.minhash import MinHashConfig
+from codegen_core.data.pack import PackConfig
+from codegen_core.data.prepare import PrepareConfig, dedup_report, prepare, scan
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add ``data prepare`` and ``data dedup`` to the top-level CLI."""
+    data = subparsers.add_parser("data", help="prepare training data (filter, dedup, pack)")
+    sub = data.add_subparsers(dest="data_command", required=True)
+
+    p = sub.add_parser("prepare", help="filter -> exact dedup -> near dedup -> tokenize -> pack")
+    _add_common(p)
+    p.add_argument("--out", required=True, type=Path, help="output directory for the shards")
+    p.add_argument("--tokenizer", default="codegen", help="codegen|codegen2|gpt2|tokenizer.json")
+    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--min-tail", type=int, default=64, help="shorter split tails are dropped")
+    p.add_argument("--sequences-per-shard", type=int, default=4096)
+    p.add_argument("--language", default=None, help="language tag recorded in the manifest")
+    p.add_argument("--overwrite", action="store_true", help="replace prepared data in --out")
+    p.set_defaults(func=_run_prepare)
+
+    d = sub.add_parser("dedup", help="exact + near dedup only; writes kept/removed lists")
+    _add_common(d)
+    d.add_argument("--out", required=True, type=Path, help="directory for kept.txt, removed.txt")
+    d.set_defaults(func=_run_dedup)
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "inputs",
+        nargs="*",
+        type=Path,
+        help="directories, files or JSONL (default: this Python's standard library)",
+    )
+    p.add_argument(
+        "--extensions",
+        default=".py",
+        help="comma-separated file extensions to keep ('' keeps all); JSONL is always read",
+    )
+    p.add_argument("--max-file-bytes", type=int, default=1 << 20, help="larger files are skipped")
+    p.add_argument("--threshold", type=float, default=0.85, help="near-dup Jaccard threshold")
+    p.add_argument("--num-perm", type=int, default=256)
+    p.add_argument("--ngram", type=int, default=5)
+    p.add_argument("--verify", choices=("exact", "signature", "none"), default="exact")
+    p.add_argument("--no-near-dedup", action="store_true")
+    p.add_argument("--threads", type=int, default=0, help="0: all cores")
+    p.add_argument("--no-progress", action="store_true")
+
+
+def _config(args: argparse.Namespace) -> tuple[list[Path], PrepareConfig]:
+    inputs = list(args.inputs)
+    exclude = sources.DEFAULT_EXCLUDE
+    if not inputs:
+        inputs = sources.default_inputs()
+        exclude = (*exclude, "site-packages")
+    exts = tuple(e.strip() for e in args.extensions.split(",") if e.strip())
+    config = PrepareConfig(
+        filters=FilterConfig(extensions=exts, max_file_bytes=args.max_file_bytes),
+        minhash=MinHashConfig(
+            num_perm=args.num_perm,
+            ngram=args.ngram,
+            threshold=args.threshold,
+            verify=args.verify,
+            num_threads=args.threads,
+        ),
+        near_dedup=not args.no_near_dedup,
+        exclude_dirs=exclude,
+    )
+    if hasattr(args, "seq_len"):
+        config = dataclasses.replace(
+            config,
+            pack=PackConfig(seq_len=args.seq_len, min_tail=args.min_tail),
+            tokenizer=args.tokenizer,
+            sequences_per_shard=args.sequences_per_shard,
+            language=args.language,
+        )
+    return inputs, config
+
+
+def _summary(report: dict, seconds: float) -> str:
+    f = report["filters"]
+    near = report["near_dedup"]
+    lines = [
+        f"documents seen        {f['seen']}",
+        f"dropped by filters    {f['seen'] - f['kept']}  {json.dumps(f['dropped'])}",
+        f"exact duplicates      {report['exact_dedup']['removed']}",
+        f"near duplicates       {near.get('removed', 0)}  ({near.get('clusters', 0)} clusters)",
+        f"documents kept        {report['documents_kept']}",
+    ]
+    mb = report["bytes_after_filters"] / 1e6
+    if "tokens" in report:
+        lines.append(f"tokens written        {report['tokens']['tokens_written']}")
+        lines.append(f"sequences             {report['output']['num_sequences']}")
+    lines.append(f"time                  {seconds:.1f} s ({mb / max(seconds, 1e-9):.1f} MB/s)")
+    return "\n".join(lines)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    try:
+        inputs, config = _config(args)
+        start = time.perf_counter()
+        report = prepare(
+            inputs, args.out, config, overwrite=args.overwrite, progress=not args.no_progress
+        )
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(_summary(report, time.perf_counter() - start))
+    print(f"wrote {args.out}/manifest.json and {args.out}/report.json")
+    return 0
+
+
+def _run_dedup(args: argparse.Namespace) -> int:
+    try:
+        inputs, config = _config(args)
+        start = time.perf_counter()
+        scanned = scan(inputs, config, progress=not args.no_progress)
+    except (ValueError, FileNotFoundError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report = dedup_report(scanned, config)
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    kept = [ref.name for ref, _ in scanned.kept_refs()]
+    (out / "kept.txt").write_text("".join(f"{k}\n" for k in kept), encoding="utf-8")
+    removed = [f"{r}\texact\t{k}" for r, k in scanned.exact_duplicates]
+    if scanned.near is not None:
+        roots = scanned.near.roots
+        removed += [
+            f"{scanned.refs[i].name}\tnear\t{scanned.refs[int(roots[i])].name}"
+            for i in range(roots.size)
+            if roots[i] != i
+        ]
+    (out / "removed.txt").write_text("".join(f"{r}\n" for r in removed), encoding="utf-8")
+    (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+    print(_summary(report, time.perf_counter() - start))
+    print(f"wrote {out}/kept.txt, {out}/removed.txt and {out}/report.json")
+    return 0

@@ -1,0 +1,256 @@
+"""The ``data prepare`` / ``data dedup`` pipeline: filter -> exact dedup -> near dedup ->
+tokenize -> pack -> shards.
+
+Memory grows with the number of documents, not their size: pass 1 streams the inputs and
+keeps, per surviving document, its :class:`SourceRef` and LSH band keys; near-dup
+verification and tokenization re-read documents from disk (checked against a content hash,
+so an input that changes mid-run is an error rather than silent corruption).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+from tqdm import tqdm
+
+from codegen_core.data import filters, sources
+from codegen_core.data.exact import ExactDeduplicator, content_hash
+from codegen_core.data.filters import FilterConfig, FilterStats
+from codegen_core.data.lsh import DedupResult, NearDuplicateIndex
+from codegen_core.data.minhash import MinHashConfig
+from codegen_core.data.pack import PackConfig, Packer
+from codegen_core.data.shards import MANIFEST, ShardWriter
+
+REPORT = "report.json"
+MAX_EXAMPLES = 20
+
+
+class TokenizerLike(Protocol):
+    """What the pipeline needs from a tokenizer (``codegen_core.Tokenizer`` provides it)."""
+
+    @property
+    def vocab_size(self) -> int: ...
+    @property
+    def eos_token_id(self) -> int: ...
+    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+
+
+def load_tokenizer(name: str) -> TokenizerLike:
+    """``codegen`` | ``codegen2`` | ``gpt2`` | a path to a Hugging Face tokenizer.json."""
+    # Imported on use: the C++ tokenizer is only needed by the tokenize stage.
+    from codegen_core import Tokenizer  # noqa: PLC0415
+
+    presets = {"codegen": Tokenizer.codegen, "codegen2": Tokenizer.codegen2, "gpt2": Tokenizer.gpt2}
+    if name in presets:
+        return presets[name]()
+    if Path(name).is_file():
+        return Tokenizer.from_file(name)
+    raise ValueError(f"unknown tokenizer {name!r}: use codegen, codegen2, gpt2 or a tokenizer.json")
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    filters: FilterConfig = field(default_factory=FilterConfig)
+    minhash: MinHashConfig = field(default_factory=MinHashConfig)
+    near_dedup: bool = True
+    pack: PackConfig = field(default_factory=PackConfig)
+    tokenizer: str = "codegen"
+    sequences_per_shard: int = 4096
+    batch_documents: int = 512  # documents per C++ call (signatures, tokenization)
+    language: str | None = None  # optional tag recorded in the manifest
+    exclude_dirs: tuple[str, ...] = sources.DEFAULT_EXCLUDE
+
+
+@dataclass
+class ScanResult:
+    """Pass 1 (+ clustering): what survived each stage, by input order."""
+
+    refs: list[sources.SourceRef] = field(default_factory=list)  # after exact dedup
+    digests: list[bytes] = field(default_factory=list)
+    filter_stats: FilterStats = field(default_factory=FilterStats)
+    exact_duplicates: list[tuple[str, str]] = field(default_factory=list)  # (removed, kept)
+    bytes_in: int = 0
+    near: DedupResult | None = None
+
+    def kept_refs(self) -> list[tuple[sources.SourceRef, bytes]]:
+        keep = self.near.keep if self.near is not None else np.ones(len(self.refs), dtype=bool)
+        return [(r, d) for r, d, k in zip(self.refs, self.digests, keep, strict=True) if k]
+
+
+def _read_checked(ref: sources.SourceRef, digest: bytes, config: FilterConfig) -> str:
+    text = sources.read_document(ref, config)
+    if content_hash(text) != digest:
+        raise ValueError(f"{ref.name}: changed while preparing (content hash differs)")
+    return text
+
+
+def scan(
+    inputs: Sequence[str | Path], config: PrepareConfig, *, progress: bool = True
+) -> ScanResult:
+    """Filter, exact-dedup and (if configured) near-dedup the inputs."""
+    result = ScanResult()
+    exact = ExactDeduplicator()
+    index = NearDuplicateIndex(config.minhash) if config.near_dedup else None
+    batch: list[str] = []
+    docs = sources.iter_documents(inputs, config.filters, config.exclude_dirs)
+    bar = tqdm(docs, desc="scan", unit=" docs", disable=not progress)
+    for ref, text, read_reason in bar:
+        reason = read_reason if text is None else filters.content_reason(text, config.filters)
+        result.filter_stats.record(ref.name, reason)
+        if text is None or reason is not None:
+            continue
+        result.bytes_in += len(text.encode("utf-8"))
+        digest = content_hash(text)
+        earlier = exact.first_seen_digest(ref.name, digest)
+        if earlier is not None:
+            result.exact_duplicates.append((ref.name, earlier))
+            continue
+        result.refs.append(ref)
+        result.digests.append(digest)
+        if index is not None:
+            batch.append(text)
+            if len(batch) == config.batch_documents:
+                index.add(batch)
+                batch = []
+    if index is not None:
+        if batch:
+            index.add(batch)
+
+        def fetch(ids: np.ndarray) -> list[str]:
+            return [_read_checked(result.refs[i], result.digests[i], config.filters) for i in ids]
+
+        result.near = index.find_duplicates(fetch)
+    return result
+
+
+def dedup_report(scan_result: ScanResult, config: PrepareConfig) -> dict[str, Any]:
+    """Counts per stage and example clusters (deterministic: no timings)."""
+    near: dict[str, Any] = {"enabled": config.near_dedup}
+    if scan_result.near is not None:
+        r = scan_result.near
+        bands, rows = config.minhash.lsh_params()
+        clusters = sorted(r.clusters(), key=lambda c: (-c.size, int(c[0])))
+        near.update(
+            config=dataclasses.asdict(config.minhash),
+            bands=bands,
+            rows=rows,
+            candidate_pairs=int(r.pairs.shape[0]),
+            duplicate_pairs=int(np.count_nonzero(r.duplicate)),
+            clusters=len(clusters),
+            removed=r.num_removed,
+            examples=[
+                {
+                    "size": int(c.size),
+                    "kept": scan_result.refs[int(c[0])].name,
+                    "removed": [scan_result.refs[int(i)].name for i in c[1:6]],
+                }
+                for c in clusters[:MAX_EXAMPLES]
+            ],
+        )
+    kept = len(scan_result.kept_refs())
+    return {
+        "filters": scan_result.filter_stats.as_dict(),
+        "exact_dedup": {
+            "removed": len(scan_result.exact_duplicates),
+            "examples": [
+                {"removed": r, "kept": k} for r, k in scan_result.exact_duplicates[:MAX_EXAMPLES]
+            ],
+        },
+        "near_dedup": near,
+        "documents_kept": kept,
+        "bytes_after_filters": scan_result.bytes_in,
+    }
+
+
+def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+    owned = [*out_dir.glob("shard-*.npy"), out_dir / MANIFEST, out_dir / REPORT]
+    existing = [p for p in owned if p.exists()]
+    if existing and not overwrite:
+        raise ValueError(
+            f"{out_dir} already holds prepared data; pass overwrite=True (--overwrite)"
+        )
+    for p in existing:
+        p.unlink()
+
+
+def prepare(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    config: PrepareConfig | None = None,
+    *,
+    tokenizer: TokenizerLike | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the whole pipeline; write shards, ``manifest.json`` and ``report.json`` to
+    ``out_dir``; return the report."""
+    config = config if config is not None else PrepareConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    _prepare_out_dir(out, overwrite)
+    tok = tokenizer if tokenizer is not None else load_tokenizer(config.tokenizer)
+    if tok.eos_token_id != config.pack.eos_id:
+        raise ValueError(f"tokenizer EOS {tok.eos_token_id} != pack eos_id {config.pack.eos_id}")
+    scanned = scan(inputs, config, progress=progress)
+    report = dedup_report(scanned, config)
+
+    packer = Packer(config.pack)
+    writer = ShardWriter(
+        out,
+        seq_len=config.pack.seq_len,
+        vocab_size=tok.vocab_size,
+        sequences_per_shard=config.sequences_per_shard,
+    )
+    kept = scanned.kept_refs()
+    bar = tqdm(total=len(kept), desc="tokenize+pack", unit=" docs", disable=not progress)
+    for start in range(0, len(kept), config.batch_documents):
+        chunk = kept[start : start + config.batch_documents]
+        texts = [_read_checked(ref, digest, config.filters) for ref, digest in chunk]
+        for ids in tok.encode_batch(texts):
+            writer.add(packer.add(ids))
+        bar.update(len(chunk))
+    bar.close()
+    writer.add(packer.finish())
+    stats = packer.stats
+    report["tokens"] = {
+        "documents": stats.documents,
+        "tokens_in": stats.tokens_in,
+        "tokens_written": stats.tokens_written,
+        "tokens_dropped_short_tails": stats.tokens_dropped,
+        "tails_dropped": stats.tails_dropped,
+        "sequences": stats.sequences,
+        "padding_tokens": stats.padding,
+    }
+    manifest = writer.close(
+        {
+            "tokenizer": {
+                "name": config.tokenizer,
+                "vocab_size": tok.vocab_size,
+                "eos_token_id": tok.eos_token_id,
+            },
+            "language": config.language,
+            "config": _jsonable(dataclasses.asdict(config)),
+            "counts": {
+                "documents_seen": scanned.filter_stats.seen,
+                "documents_packed": stats.documents,
+                "tokens_written": stats.tokens_written,
+                "sequences": stats.sequences,
+            },
+        }
+    )
+    report["output"] = {
+        "num_sequences": manifest["num_sequences"],
+        "shards": len(manifest["shards"]),
+    }
+    (out / REPORT).write_text(json.dumps(report, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    return report
+
+
+def _jsonable(value: Any) -> Any:
+    return json.loads(json.dumps(value, default=str))

@@ -1,0 +1,163 @@
+"""Input documents: directories of source files, single files, and JSONL files.
+
+Enumeration is deterministic (sorted paths, JSONL in line order), so reruns see the same
+documents in the same order. A :class:`SourceRef` names where a document lives so later
+passes can re-read it instead of holding every text in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import sysconfig
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from codegen_core.data import filters
+from codegen_core.data.filters import FilterConfig
+
+JSONL_SUFFIXES = (".jsonl", ".ndjson")
+TEXT_KEYS = ("content", "text", "code")  # first present string field is the document
+BAD_JSON = "bad_json"
+DEFAULT_EXCLUDE = ("__pycache__", ".git")
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where one document lives: a whole file (line == -1) or one line of a JSONL file."""
+
+    path: str
+    offset: int = -1  # byte offset of the JSONL line
+    line: int = -1  # 1-based JSONL line number
+
+    @property
+    def name(self) -> str:
+        return self.path if self.line < 0 else f"{self.path}:{self.line}"
+
+
+def default_inputs() -> list[Path]:
+    """The Python standard library of the running interpreter (walk it with
+    ``exclude_dirs=DEFAULT_EXCLUDE + ("site-packages",)`` to leave installed packages out)."""
+    return [Path(sysconfig.get_paths()["stdlib"])]
+
+
+def _walk(root: Path, exclude_dirs: tuple[str, ...]) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in exclude_dirs)
+        for fn in sorted(filenames):
+            yield Path(dirpath) / fn
+
+
+def _text_of_json(line: bytes) -> tuple[str | None, str | None]:
+    try:
+        record = json.loads(line)
+    except ValueError:  # includes UnicodeDecodeError
+        return None, BAD_JSON
+    if isinstance(record, dict):
+        for key in TEXT_KEYS:
+            if isinstance(record.get(key), str):
+                return record[key], None
+    return None, BAD_JSON
+
+
+def _read_file(path: Path, config: FilterConfig) -> tuple[str | None, str | None]:
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):  # a FIFO or device would block or never end
+            return None, filters.UNREADABLE
+        if info.st_size > config.max_file_bytes:
+            return None, filters.TOO_LARGE
+        data = path.read_bytes()
+    except OSError:
+        return None, filters.UNREADABLE
+    return filters.decode_source(data, config)
+
+
+def _jsonl_line_limit(config: FilterConfig) -> int:
+    return 6 * config.max_file_bytes + 4096  # JSON escapes (\\uXXXX) take up to 6 bytes a byte
+
+
+def _jsonl_document(raw: bytes, config: FilterConfig) -> tuple[str | None, str | None]:
+    if len(raw) > _jsonl_line_limit(config):
+        return None, filters.TOO_LARGE
+    text, reason = _text_of_json(raw)
+    if text is None:
+        return None, reason
+    try:
+        data = text.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from \\ud800 escapes
+        return None, filters.NOT_UTF8
+    return filters.decode_source(data, config)
+
+
+def iter_documents(
+    inputs: Sequence[str | Path],
+    config: FilterConfig,
+    exclude_dirs: tuple[str, ...] = DEFAULT_EXCLUDE,
+) -> Iterator[tuple[SourceRef, str | None, str | None]]:
+    """Yield (ref, text, None) for documents passing the byte-level checks, else
+    (ref, None, reason). Directories are walked in sorted order, skipping ``exclude_dirs``.
+    Missing inputs raise FileNotFoundError up front."""
+    roots = [Path(p) for p in inputs]
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"input {root} does not exist")
+    for root in roots:
+        paths = _walk(root, exclude_dirs) if root.is_dir() else iter([root])
+        for path in paths:
+            if path.name.lower().endswith(JSONL_SUFFIXES):
+                yield from _iter_jsonl(path, config)
+            elif not filters.extension_ok(path.name, config):
+                yield SourceRef(str(path)), None, filters.EXTENSION
+            elif path.is_symlink() and not path.exists():
+                yield SourceRef(str(path)), None, filters.UNREADABLE
+            else:
+                yield (SourceRef(str(path)), *_read_file(path, config))
+
+
+def _iter_jsonl(
+    path: Path, config: FilterConfig
+) -> Iterator[tuple[SourceRef, str | None, str | None]]:
+    limit = _jsonl_line_limit(config)
+    try:
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise OSError(f"{path} is not a regular file")
+        f = path.open("rb")
+    except OSError:
+        yield SourceRef(str(path)), None, filters.UNREADABLE
+        return
+    with f:
+        offset, number = 0, 0
+        while True:
+            raw = f.readline(limit + 1)  # bounded: a huge line is never held in memory
+            if not raw:
+                return
+            number += 1
+            ref = SourceRef(str(path), offset, number)
+            offset += len(raw)
+            if len(raw) > limit and not raw.endswith(b"\n"):
+                while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    offset += len(rest)
+                offset += len(rest)
+                yield ref, None, filters.TOO_LARGE
+            elif raw.strip():
+                yield (ref, *_jsonl_document(raw, config))
+
+
+def read_document(ref: SourceRef, config: FilterConfig) -> str:
+    """Re-read a document that passed :func:`iter_documents` (raises if it no longer does)."""
+    if ref.line < 0:
+        text, reason = _read_file(Path(ref.path), config)
+    else:
+        try:
+            with Path(ref.path).open("rb") as f:
+                f.seek(ref.offset)
+                raw = f.readline(_jsonl_line_limit(config) + 1)
+        except OSError as e:
+            raise ValueError(f"{ref.name}: cannot re-read ({e})") from e
+        text, reason = _jsonl_document(raw, config)
+    if text is None:
+        raise ValueError(f"{ref.name}: changed while preparing ({reason})")
+    return text
