@@ -117,6 +117,13 @@ std::vector<uint32_t> IdsFromPython(const py::handle& ids) {
   return out;
 }
 
+// Checked ids -> the bytes they stand for, with the GIL released while concatenating.
+std::string DecodeIds(const Tokenizer& tok, const py::handle& ids, bool skip_special) {
+  const std::vector<uint32_t> v = IdsFromPython(ids);
+  py::gil_scoped_release release;
+  return tok.DecodeBytes(v.data(), v.size(), skip_special);
+}
+
 std::unique_ptr<BoundTokenizer> MakeTokenizer(const py::list& vocab, const py::list& merges,
                                          const py::list& added_tokens, bool add_prefix_space,
                                          bool use_regex, bool ignore_merges) {
@@ -253,25 +260,14 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
       .def(
           "decode_bytes",
           [](const BoundTokenizer& self, const py::handle& ids, bool skip_special) {
-            const std::vector<uint32_t> v = IdsFromPython(ids);
-            std::string out;
-            {
-              py::gil_scoped_release release;
-              out = self->DecodeBytes(v.data(), v.size(), skip_special);
-            }
-            return py::bytes(out);
+            return py::bytes(DecodeIds(*self, ids, skip_special));
           },
           py::arg("ids"), py::arg("skip_special_tokens") = false,
           "The bytes the ids stand for. ids: list/tuple of int or a 1-D integer numpy array.")
       .def(
           "decode",
           [](const BoundTokenizer& self, const py::handle& ids, bool skip_special) {
-            const std::vector<uint32_t> v = IdsFromPython(ids);
-            std::string out;
-            {
-              py::gil_scoped_release release;
-              out = self->DecodeBytes(v.data(), v.size(), skip_special);
-            }
+            const std::string out = DecodeIds(*self, ids, skip_special);
             PyObject* text = PyUnicode_DecodeUTF8(out.data(), static_cast<Py_ssize_t>(out.size()),
                                                   "replace");
             if (text == nullptr) throw py::error_already_set();

@@ -1,12 +1,10 @@
 #include "bpe/tokenizer.h"
 
 #include <algorithm>
-#include <atomic>
-#include <exception>
 #include <stdexcept>
-#include <thread>
 
 #include "bpe/pretokenizer.h"
+#include "common/parallel.h"
 #include "bpe/unicode.h"
 
 namespace codegen::bpe {
@@ -151,40 +149,18 @@ std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
     const std::vector<std::string_view>& texts, const SpecialPolicy& policy,
     size_t num_threads) const {
   std::vector<std::vector<uint32_t>> results(texts.size());
-  if (num_threads == 0) num_threads = std::max(1u, std::thread::hardware_concurrency());
-  num_threads = std::min(num_threads, texts.size());
-  std::atomic<size_t> next{0};
-  std::atomic<bool> failed{false};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto work = [&]() {
+  // Chunks of one text: file sizes vary too much for static partitions.
+  ParallelFor(texts.size(), 1, static_cast<int>(num_threads), [&](size_t begin, size_t end) {
     ScratchLease lease(*this);
     std::vector<Segment> segments;
-    for (size_t i = next++; i < texts.size() && !failed; i = next++) {
+    for (size_t i = begin; i < end; ++i) {
       try {
         EncodeWith(texts[i], policy, lease.get(), &segments, &results[i]);
       } catch (const std::invalid_argument& e) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!failed.exchange(true)) {
-          error = std::make_exception_ptr(
-              std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what()));
-        }
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(error_mutex);
-        if (!failed.exchange(true)) error = std::current_exception();
+        throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
       }
     }
-  };
-  if (num_threads <= 1) {
-    work();
-  } else {
-    std::vector<std::thread> threads;
-    threads.reserve(num_threads - 1);
-    for (size_t t = 0; t + 1 < num_threads; ++t) threads.emplace_back(work);
-    work();
-    for (auto& t : threads) t.join();
-  }
-  if (error) std::rethrow_exception(error);
+  });
   return results;
 }
 

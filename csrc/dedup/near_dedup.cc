@@ -4,7 +4,7 @@
 #include <stdexcept>
 #include <string>
 
-#include "dedup/parallel.h"
+#include "common/parallel.h"
 #include "dedup/union_find.h"
 
 namespace codegen::dedup {

@@ -158,15 +158,18 @@ def spec_from_tokenizer_json(
     )
 
 
-def load_tokenizer_json(path: str | os.PathLike[str]) -> TokenizerSpec:
-    path = Path(path)
+def _read_json(path: Path) -> Any:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        return json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
         raise _fail(path, f"cannot read: {e.strerror or e}") from e
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise _fail(path, f"not a JSON file: {e}") from e
-    return spec_from_tokenizer_json(data, source=path)
+
+
+def load_tokenizer_json(path: str | os.PathLike[str]) -> TokenizerSpec:
+    path = Path(path)
+    return spec_from_tokenizer_json(_read_json(path), source=path)
 
 
 def load_gpt2_files(
@@ -174,12 +177,7 @@ def load_gpt2_files(
 ) -> tuple[dict[str, int], list[tuple[str, str]]]:
     """Read GPT-2's ``vocab.json`` (``encoder.json``) and ``merges.txt`` (``vocab.bpe``)."""
     vocab_path, merges_path = Path(vocab_path), Path(merges_path)
-    try:
-        vocab = json.loads(vocab_path.read_text(encoding="utf-8"))
-    except OSError as e:
-        raise _fail(vocab_path, f"cannot read: {e.strerror or e}") from e
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise _fail(vocab_path, f"not a JSON file: {e}") from e
+    vocab = _read_json(vocab_path)
     if not isinstance(vocab, dict) or not all(
         isinstance(k, str) and isinstance(v, int) for k, v in vocab.items()
     ):

@@ -1,8 +1,8 @@
 // ParallelFor: run fn(begin, end) over [0, n) in chunks on up to num_threads threads.
 // Threads are created per call and joined before returning (no pool, no global state); the
 // first exception thrown by any chunk is rethrown in the caller.
-#ifndef CODEGEN_DEDUP_PARALLEL_H_
-#define CODEGEN_DEDUP_PARALLEL_H_
+#ifndef CODEGEN_COMMON_PARALLEL_H_
+#define CODEGEN_COMMON_PARALLEL_H_
 
 #include <algorithm>
 #include <atomic>
@@ -11,7 +11,7 @@
 #include <thread>
 #include <vector>
 
-namespace codegen::dedup {
+namespace codegen {
 
 inline int ResolveThreads(int num_threads) {
   if (num_threads > 0) return num_threads;
@@ -54,6 +54,6 @@ void ParallelFor(size_t n, size_t chunk, int num_threads, F&& fn) {
   if (error) std::rethrow_exception(error);
 }
 
-}  // namespace codegen::dedup
+}  // namespace codegen
 
-#endif  // CODEGEN_DEDUP_PARALLEL_H_
+#endif  // CODEGEN_COMMON_PARALLEL_H_
