@@ -54,6 +54,7 @@ MS_NODEV = 4
 MS_NOEXEC = 8
 MS_REMOUNT = 32
 MS_BIND = 4096
+MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
 MNT_DETACH = 2
@@ -436,8 +437,23 @@ def _setup_mounts(libc: Any, iso: dict[str, Any], notes: list[str]) -> str:
     """Private mount tree: fresh tmpfs /tmp (size-capped), python made reachable for the uid."""
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None)
     size = int(iso.get("tmpfs_bytes", 64 << 20))
-    _mount(libc, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, f"size={size},mode=1777")
-    notes.append(f"tmpfs /tmp ({size >> 20} MiB)")
+    tmpfs_opts = f"size={size},mode=1777"
+    keep = [p for p in iso.get("keep", ()) if p.startswith("/tmp/") and os.path.isdir(p)]
+    if keep and os.path.isdir("/dev/shm"):
+        # Import paths that live under /tmp (a virtualenv there, say) must survive the fresh
+        # /tmp: build the new tmpfs at /dev/shm (covered again below), bind them into it
+        # read-only, then move it onto /tmp. Nothing is created on the host's filesystems.
+        _mount(libc, "tmpfs", "/dev/shm", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs_opts)
+        for path in keep:
+            target = "/dev/shm/" + path[len("/tmp/") :]
+            os.makedirs(target, mode=0o755, exist_ok=True)
+            _mount(libc, path, target, None, MS_BIND | MS_REC, None)
+            _mount(libc, None, target, None, MS_REMOUNT | MS_BIND | MS_RDONLY, None)
+        _mount(libc, "/dev/shm", "/tmp", None, MS_MOVE, None)
+        notes.append(f"tmpfs /tmp ({size >> 20} MiB) keeping {len(keep)} import dir(s) read-only")
+    else:
+        _mount(libc, "tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, tmpfs_opts)
+        notes.append(f"tmpfs /tmp ({size >> 20} MiB)")
     for shm in ("/dev/shm", "/var/tmp"):
         if os.path.isdir(shm):
             try:

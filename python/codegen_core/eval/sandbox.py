@@ -431,6 +431,8 @@ class SandboxPool:
             "gid": gid,
             "tmpfs_bytes": limits.tmpfs_bytes,
             "expose": self._exposures,
+            # import paths under /tmp (e.g. a virtualenv) stay visible, read-only
+            "keep": [d for d in _SITE_DIRS if d.startswith("/tmp/")],
             "cgroup_procs": [],
         }
         if self._cgroups is not None and (procs := self._cgroups.procs_file(slot)):
