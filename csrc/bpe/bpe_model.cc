@@ -243,8 +243,13 @@ bool BpeModel::MergeByRank(std::string_view piece, EncodeScratch* scratch,
     if (!std::is_sorted(positions.begin(), positions.end())) {
       std::sort(positions.begin(), positions.end());
     }
-    for (const uint32_t pos : positions) {
-      MergeAt(&scratch->symbols, pos, current, push);
+    // A bucket's positions are spread over the whole piece: fetch the symbols a few entries
+    // ahead, or every step waits on a cache miss (1 MB of random letters: ~3x slower).
+    constexpr size_t kAhead = 8;
+    const auto* sym = scratch->symbols.data();
+    for (size_t i = 0; i < positions.size(); ++i) {
+      if (i + kAhead < positions.size()) __builtin_prefetch(sym + positions[i + kAhead]);
+      MergeAt(&scratch->symbols, positions[i], current, push);
       if (!monotone) break;
     }
     positions.clear();
