@@ -1,6 +1,7 @@
 #include "bpe/tokenizer.h"
 
 #include <algorithm>
+#include <cstring>
 #include <stdexcept>
 
 #include "bpe/pretokenizer.h"
@@ -64,8 +65,6 @@ Tokenizer::Tokenizer(const TokenizerSpec& spec)
     }
     info.kind = Kind::kModel;
     info.text = token;
-    // HF's ByteLevel decoder: a token outside the byte alphabet decodes to its own UTF-8.
-    if (!alphabet_.ToBytes(token, &info.bytes)) info.bytes = token;
   }
   for (const AddedToken& t : spec.added_tokens) {
     TokenInfo& info = tokens_[t.id];
@@ -73,7 +72,17 @@ Tokenizer::Tokenizer(const TokenizerSpec& spec)
     // added token that decides how the id is treated.
     info.kind = t.special ? Kind::kSpecial : Kind::kAdded;
     info.text = t.content;
-    if (!alphabet_.ToBytes(t.content, &info.bytes)) info.bytes = t.content;
+  }
+  decode_offsets_.reserve(tokens_.size() + 1);
+  kinds_.reserve(tokens_.size());
+  decode_offsets_.push_back(0);
+  std::string bytes;
+  for (const TokenInfo& info : tokens_) {
+    // HF's ByteLevel decoder: a token outside the byte alphabet decodes to its own UTF-8.
+    decode_bytes_ += alphabet_.ToBytes(info.text, &bytes) ? bytes : info.text;
+    if (decode_bytes_.size() > UINT32_MAX) throw std::invalid_argument("vocabulary too large");
+    decode_offsets_.push_back(static_cast<uint32_t>(decode_bytes_.size()));
+    kinds_.push_back(info.kind);
   }
   // token_to_id: an added token's content wins over a vocabulary spelling, as in HF.
   auto index = [this](std::string_view text, uint32_t id) {
@@ -165,18 +174,28 @@ std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
 }
 
 std::string Tokenizer::DecodeBytes(const uint32_t* ids, size_t count, bool skip_special) const {
-  std::string out;
+  const size_t vocab = kinds_.size();
+  size_t total = 0;
   for (size_t i = 0; i < count; ++i) {
     const uint32_t id = ids[i];
-    if (id >= tokens_.size() || tokens_[id].kind == Kind::kUnassigned) {
+    if (id >= vocab || kinds_[id] == Kind::kUnassigned) {
       throw std::invalid_argument("unknown token id " + std::to_string(id) + " at position " +
                                   std::to_string(i) + " (vocabulary size " +
-                                  std::to_string(tokens_.size()) + ")");
+                                  std::to_string(vocab) + ")");
     }
-    const TokenInfo& info = tokens_[id];
-    if (skip_special && info.kind == Kind::kSpecial) continue;
-    out += info.bytes;
+    total += decode_offsets_[id + 1] - decode_offsets_[id];
   }
+  std::string out(total, '\0');
+  char* dst = out.data();
+  for (size_t i = 0; i < count; ++i) {
+    const uint32_t id = ids[i];
+    if (skip_special && kinds_[id] == Kind::kSpecial) continue;
+    const uint32_t begin = decode_offsets_[id];
+    const uint32_t len = decode_offsets_[id + 1] - begin;
+    std::memcpy(dst, decode_bytes_.data() + begin, len);
+    dst += len;
+  }
+  out.resize(static_cast<size_t>(dst - out.data()));
   return out;
 }
 

@@ -64,8 +64,7 @@ class Tokenizer {
   enum class Kind : uint8_t { kUnassigned, kModel, kAdded, kSpecial };
   struct TokenInfo {
     Kind kind = Kind::kUnassigned;
-    std::string text;   // the token as spelled in the vocabulary / added token content
-    std::string bytes;  // what decoding produces
+    std::string text;  // the token as spelled in the vocabulary / added token content
   };
 
   // Working memory leased from the pool for the duration of one call (RAII).
@@ -92,6 +91,11 @@ class Tokenizer {
   BpeModel model_;
   AddedTokenSplitter splitter_;
   std::vector<TokenInfo> tokens_;  // indexed by id
+  // Decoding reads only these: the bytes of id i are decode_bytes_[decode_offsets_[i],
+  // decode_offsets_[i + 1]) - one flat arena instead of a string object per id.
+  std::string decode_bytes_;
+  std::vector<uint32_t> decode_offsets_;
+  std::vector<Kind> kinds_;
   PieceCache text_to_id_{PieceCache::kUnbounded};  // spelling / added content -> id
 
   mutable std::mutex pool_mutex_;
