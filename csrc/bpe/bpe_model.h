@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "bpe/flat_map.h"
+#include "bpe/merge_table.h"
 
 namespace codegen::bpe {
 
@@ -54,15 +55,9 @@ class BpeModel {
   size_t num_merges() const { return num_merges_; }
 
  private:
-  struct Merge {
-    uint32_t rank;
-    uint32_t new_id;
-  };
-  static uint64_t PairKey(uint32_t left, uint32_t right) {
-    return (static_cast<uint64_t>(left) << 32) | right;
-  }
+  using Merge = MergeTable::Merge;
   const Merge* FindMerge(uint32_t left, uint32_t right) const {
-    return merges_.Find(PairKey(left, right));
+    return merges_.Find(left, right);
   }
   void MergeSmall(EncodeScratch* scratch) const;  // scratch->ids in, merged in place
   void MergeLarge(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
@@ -88,7 +83,7 @@ class BpeModel {
   static constexpr size_t kMaxCachedPiece = 256;
 
   std::array<uint32_t, 256> byte_ids_{};
-  FlatU64Map<Merge> merges_;
+  MergeTable merges_;
   size_t num_merges_ = 0;
   // Pieces whose BPE is one token: every vocabulary token for which that holds (or, with
   // ignore_merges, every vocabulary token). Read-only after construction.
