@@ -70,18 +70,32 @@ void TokenHashes(std::string_view text, std::vector<uint64_t>* out) {
   }
 }
 
-void ShingleSet(std::string_view text, const ShingleOptions& options, ShingleScratch* scratch,
-                std::vector<uint32_t>* out) {
+namespace {
+
+// Hashes the code tokens of text into scratch->tokens and clears *out. A document with
+// fewer than n tokens has one shingle of all of them, written here; returns false then (or
+// for an empty document), true when the caller must emit the n-grams.
+bool BeginShingles(std::string_view text, const ShingleOptions& options, ShingleScratch* scratch,
+                   std::vector<uint32_t>* out) {
   ValidateShingleOptions(options);
   std::vector<uint64_t>& tokens = scratch->tokens;
   TokenHashes(text, &tokens);
   out->clear();
-  const size_t n = static_cast<size_t>(options.ngram);
-  if (tokens.empty()) return;
-  if (tokens.size() < n) {
+  if (tokens.empty()) return false;
+  if (tokens.size() < static_cast<size_t>(options.ngram)) {
     out->push_back(CombineShingle(tokens.data(), tokens.size()));
-    return;
+    return false;
   }
+  return true;
+}
+
+}  // namespace
+
+void ShingleSet(std::string_view text, const ShingleOptions& options, ShingleScratch* scratch,
+                std::vector<uint32_t>* out) {
+  if (!BeginShingles(text, options, scratch, out)) return;
+  const std::vector<uint64_t>& tokens = scratch->tokens;
+  const size_t n = static_cast<size_t>(options.ngram);
   const size_t count = tokens.size() - n + 1;
   out->reserve(count);
   // Open addressing on the (already well-mixed) hash bits; 0 marks an empty slot, so the
@@ -110,16 +124,9 @@ void ShingleSet(std::string_view text, const ShingleOptions& options, ShingleScr
 
 void ShingleSequence(std::string_view text, const ShingleOptions& options,
                      ShingleScratch* scratch, std::vector<uint32_t>* out) {
-  ValidateShingleOptions(options);
-  std::vector<uint64_t>& tokens = scratch->tokens;
-  TokenHashes(text, &tokens);
-  out->clear();
+  if (!BeginShingles(text, options, scratch, out)) return;
+  const std::vector<uint64_t>& tokens = scratch->tokens;
   const size_t n = static_cast<size_t>(options.ngram);
-  if (tokens.empty()) return;
-  if (tokens.size() < n) {
-    out->push_back(CombineShingle(tokens.data(), tokens.size()));
-    return;
-  }
   out->resize(tokens.size() - n + 1);
   for (size_t i = 0; i + n <= tokens.size(); ++i) (*out)[i] = CombineShingle(tokens.data() + i, n);
 }
