@@ -19,9 +19,27 @@ _LAZY: dict[str, str] = {
     "TokenizerFileError": "codegen_core.tokenizer",
     "truncate_before_pattern": "codegen_core.tokenizer",
     "DEFAULT_STOP_PATTERNS": "codegen_core.tokenizer",
+    "CodeGenConfig": "codegen_core.model",
+    "load_hf_checkpoint": "codegen_core.model",
+    "save_hf_checkpoint": "codegen_core.model",
+    "generate": "codegen_core.sampling",
+    "SamplingParams": "codegen_core.sampling",
+    "infill": "codegen_core.sampling",
+    "Session": "codegen_core.sampling",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from codegen_core.model import (
+        CodeGenConfig,
+        load_hf_checkpoint,
+        save_hf_checkpoint,
+    )
+    from codegen_core.sampling import (
+        SamplingParams,
+        Session,
+        generate,
+        infill,
+    )
     from codegen_core.tokenizer import (
         DEFAULT_STOP_PATTERNS,
         AddedToken,
@@ -39,6 +57,13 @@ __all__ = [  # noqa: RUF022 - the lazy names, in _LAZY's order
     "TokenizerFileError",
     "TokenizerSpec",
     "truncate_before_pattern",
+    "CodeGenConfig",
+    "load_hf_checkpoint",
+    "save_hf_checkpoint",
+    "generate",
+    "SamplingParams",
+    "infill",
+    "Session",
 ]
 
 

@@ -1,0 +1,425 @@
+"""CodeGen (GPT-J style) and CodeGen2.5 (LLaMA) decoders as pure functions over a pytree.
+
+Parameter pytree (``init`` and the checkpoint reader produce it; shapes for E = d_model,
+nh = n_head, hs = head_dim, F = mlp_dim, V = vocab_size)::
+
+    wte.embedding          (V, E)
+    h[i]                   one dict per layer (a list: separate buffers decode fastest on
+                           CPU; ``stack_layers`` gives the scan-friendly stacked form)
+      codegen: ln_1.{scale,bias} (E,), attn.qkv (3, nh, hs, E) [q, k, v], attn.out (E, nh, hs),
+               mlp.fc_in.{kernel (F, E), bias (F,)}, mlp.fc_out.{kernel (E, F), bias (E,)}
+      llama:   input_norm.scale (E,), attn.qkv, attn.out, post_attention_norm.scale (E,),
+               mlp.gate_up (2, F, E) [gate, up], mlp.down (E, F)
+    ln_f.{scale,bias} (codegen) | norm.scale (llama)
+    lm_head.kernel (V, E), lm_head.bias (V,) (codegen only)
+
+Matmul kernels are stored (out, in), like torch's Linear: XLA CPU's matrix-vector and
+small-batch products (decoding) run about 1.6x faster reading contiguous rows than columns
+(measured on the 2-core dev machine). The forward pass computes in the dtype of the
+parameters (fp32 or bf16) with fp32 accumulation, fp32 norms, fp32 attention softmax and
+fp32 logits.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from codegen_core.model import axes as ax
+from codegen_core.model.attention import Impl, attention
+from codegen_core.model.config import CodeGenConfig
+
+Params = dict[str, Any]
+
+
+# ---- parameters ---------------------------------------------------------------------------
+def param_axes(config: CodeGenConfig, *, stacked: bool = False) -> Params:
+    """Logical axis names of every parameter (same structure as ``init``'s pytree)."""
+    if config.arch == "codegen":
+        layer: Params = {
+            "ln_1": {"scale": (ax.NORM,), "bias": (ax.NORM,)},
+            "attn": {
+                "qkv": (ax.QKV, ax.HEADS, ax.HEAD_DIM, ax.EMBED),
+                "out": (ax.EMBED, ax.HEADS, ax.HEAD_DIM),
+            },
+            "mlp": {
+                "fc_in": {"kernel": (ax.MLP, ax.EMBED), "bias": (ax.MLP,)},
+                "fc_out": {"kernel": (ax.EMBED, ax.MLP), "bias": (ax.NORM,)},
+            },
+        }
+        top: Params = {
+            "ln_f": {"scale": (ax.NORM,), "bias": (ax.NORM,)},
+            "lm_head": {"kernel": (ax.VOCAB, ax.EMBED), "bias": (ax.VOCAB,)},
+        }
+    else:
+        layer = {
+            "input_norm": {"scale": (ax.NORM,)},
+            "attn": {
+                "qkv": (ax.QKV, ax.HEADS, ax.HEAD_DIM, ax.EMBED),
+                "out": (ax.EMBED, ax.HEADS, ax.HEAD_DIM),
+            },
+            "post_attention_norm": {"scale": (ax.NORM,)},
+            "mlp": {"gate_up": (ax.GATE_UP, ax.MLP, ax.EMBED), "down": (ax.EMBED, ax.MLP)},
+        }
+        top = {"norm": {"scale": (ax.NORM,)}, "lm_head": {"kernel": (ax.VOCAB, ax.EMBED)}}
+    is_leaf = lambda x: isinstance(x, tuple)
+    if stacked:
+        h: Any = jax.tree.map(lambda names: (ax.LAYERS, *names), layer, is_leaf=is_leaf)
+    else:
+        h = [layer for _ in range(config.n_layer)]
+    return {"wte": {"embedding": (ax.VOCAB, ax.EMBED)}, "h": h, **top}
+
+
+def _trunc_normal(key: jax.Array, shape: tuple[int, ...], std: float, dtype: Any) -> jax.Array:
+    # Haiku's TruncatedNormal: cut at 2 sigma, rescaled so the result has stddev ``std``.
+    x = jax.random.truncated_normal(key, -2.0, 2.0, shape, jnp.float32)
+    return (x * (std / 0.87962566103423978)).astype(dtype)
+
+
+def init(
+    config: CodeGenConfig, key: jax.Array, *, dtype: Any = jnp.float32, stacked: bool = False
+) -> Params:
+    """Random parameters with jaxformer's initialisation (see :func:`init_unjitted`); one
+    compiled program per config, so drawing even a tiny model does not dispatch op by op."""
+    return _init_jit(config, key, dtype=jnp.dtype(dtype), stacked=stacked)
+
+
+def init_unjitted(
+    config: CodeGenConfig, key: jax.Array, *, dtype: Any = jnp.float32, stacked: bool = False
+) -> Params:
+    """Random parameters with jaxformer's (mesh-transformer-jax) initialisation.
+
+    Truncated normal (2 sigma) with stddev 1/sqrt(fan_in) for input-side matrices (qkv,
+    fc_in / gate_up, lm_head), ``(2 / n_layer) / sqrt(d_model)`` for the matrices that write
+    into the residual stream (attention out, fc_out / down), 1/sqrt(vocab) for the embedding;
+    biases zero, norm scales one. The LLaMA variant uses the same rule (no jaxformer original).
+    Layers are drawn with one vmapped program (compile time independent of depth);
+    ``stacked=True`` returns them stacked (the lax.scan layout, see ``stack_layers``).
+    """
+    e, f, v, nh, hs = (config.d_model, config.mlp_dim, config.vocab_size, config.n_head,
+                       config.head_dim)  # fmt: skip
+    residual_std = (2.0 / config.n_layer) / math.sqrt(e)
+    zeros = lambda n: jnp.zeros((n,), dtype)
+    ones = lambda n: jnp.ones((n,), dtype)
+
+    def init_layer(k_layer: jax.Array) -> Params:
+        k_qkv, k_out, k_in, k_down = jax.random.split(k_layer, 4)
+        attn = {
+            "qkv": _trunc_normal(k_qkv, (3, nh, hs, e), 1 / math.sqrt(e), dtype),
+            "out": _trunc_normal(k_out, (e, nh, hs), residual_std, dtype),
+        }
+        if config.arch == "codegen":
+            return {
+                "ln_1": {"scale": ones(e), "bias": zeros(e)},
+                "attn": attn,
+                "mlp": {
+                    "fc_in": {"kernel": _trunc_normal(k_in, (f, e), 1 / math.sqrt(e), dtype),
+                              "bias": zeros(f)},
+                    "fc_out": {"kernel": _trunc_normal(k_down, (e, f), residual_std, dtype),
+                               "bias": zeros(e)},
+                },
+            }  # fmt: skip
+        return {
+            "input_norm": {"scale": ones(e)},
+            "attn": attn,
+            "post_attention_norm": {"scale": ones(e)},
+            "mlp": {"gate_up": _trunc_normal(k_in, (2, f, e), 1 / math.sqrt(e), dtype),
+                    "down": _trunc_normal(k_down, (e, f), residual_std, dtype)},
+        }  # fmt: skip
+
+    k_emb, k_head, k_layers = jax.random.split(key, 3)
+    layers = jax.vmap(init_layer)(jax.random.split(k_layers, config.n_layer))
+    params: Params = {
+        "wte": {"embedding": _trunc_normal(k_emb, (v, e), 1 / math.sqrt(v), dtype)},
+        "h": layers,
+    }
+    head = _trunc_normal(k_head, (v, e), 1 / math.sqrt(e), dtype)
+    if config.arch == "codegen":
+        params["ln_f"] = {"scale": ones(e), "bias": zeros(e)}
+        params["lm_head"] = {"kernel": head, "bias": zeros(v)}
+    else:
+        params["norm"] = {"scale": ones(e)}
+        params["lm_head"] = {"kernel": head}
+    return params if stacked else unstack_layers(params)
+
+
+_init_jit = jax.jit(init_unjitted, static_argnums=0, static_argnames=("dtype", "stacked"))
+
+
+def stack_layers(params: Params) -> Params:
+    """Per-layer list -> one dict of arrays with a leading ``layers`` axis (for lax.scan)."""
+    if not isinstance(params["h"], list | tuple):
+        return params
+    return {**params, "h": jax.tree.map(lambda *xs: jnp.stack(xs), *params["h"])}
+
+
+def unstack_layers(params: Params) -> Params:
+    """Inverse of :func:`stack_layers` (the fast layout for CPU decoding)."""
+    h = params["h"]
+    if isinstance(h, list | tuple):
+        return params
+    n = jax.tree.leaves(h)[0].shape[0]
+    return {**params, "h": [jax.tree.map(lambda x, i=i: x[i], h) for i in range(n)]}
+
+
+def cast_params(params: Params, dtype: Any) -> Params:
+    return jax.tree.map(lambda x: x.astype(dtype), params)
+
+
+def count_params(params: Params) -> int:
+    return sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+
+
+# ---- KV cache -----------------------------------------------------------------------------
+class KVCache(NamedTuple):
+    """Preallocated keys/values for all layers; every row writes the same slot per step.
+
+    Left padding keeps rows aligned: pad slots are simply never visible (``mask``), and
+    each row's rotary position is its count of real tokens (``lengths``), as transformers
+    derives positions with ``cumsum(attention_mask) - 1``.
+    """
+
+    # Stored as (B * nh, S, hs) = (B, nh, S, hs) with batch and heads merged: the attention
+    # dots then read it without a reshape, which XLA CPU would otherwise fuse with the cache
+    # update and duplicate (one full cache copy per layer per token).
+    k: tuple[jax.Array, ...]  # n_layer x (B * nh, S, hs)
+    v: tuple[jax.Array, ...]  # n_layer x (B * nh, S, hs)
+    mask: jax.Array  # (B, S) bool: slot holds a real token
+    index: jax.Array  # () int32: next slot to write
+    lengths: jax.Array  # (B,) int32: real tokens so far = next rotary position
+
+    @property
+    def max_len(self) -> int:
+        return self.mask.shape[1]
+
+
+CACHE_AXES = (ax.CACHE_BATCH, ax.CACHE_LENGTH, ax.CACHE_HEAD_DIM)  # batch*heads, slot, dim
+
+
+def init_cache(
+    config: CodeGenConfig, batch: int, max_len: int, dtype: Any = jnp.float32
+) -> KVCache:
+    """An empty cache of ``max_len`` slots (prompt + new tokens)."""
+    shape = (batch * config.n_head, max_len, config.head_dim)
+    return KVCache(
+        k=tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
+        v=tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
+        mask=jnp.zeros((batch, max_len), bool),
+        index=jnp.zeros((), jnp.int32),
+        lengths=jnp.zeros((batch,), jnp.int32),
+    )
+
+
+# ---- building blocks ----------------------------------------------------------------------
+def _dense(x: jax.Array, w: jax.Array, spec: str) -> jax.Array:
+    """einsum in the weight dtype with fp32 accumulation, result in the weight dtype.
+
+    On CPU, bf16 weights are widened to fp32 (activations stay fp32): XLA CPU's bf16 dots
+    run about 10x slower than fp32 ones. Inside the decode loop the widening is loop
+    invariant, so XLA does it once per generate call (bf16 at rest, fp32 while sampling).
+    """
+    if w.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
+        return jnp.einsum(spec, x.astype(jnp.float32), w.astype(jnp.float32))
+    return jnp.einsum(spec, x.astype(w.dtype), w, preferred_element_type=jnp.float32).astype(
+        w.dtype
+    )
+
+
+def _layer_norm(x: jax.Array, p: Params, eps: float) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    mean = xf.mean(-1, keepdims=True)
+    var = jnp.square(xf - mean).mean(-1, keepdims=True)
+    y = (xf - mean) * jax.lax.rsqrt(var + eps)
+    return (y * p["scale"].astype(jnp.float32) + p["bias"].astype(jnp.float32)).astype(x.dtype)
+
+
+def _rms_norm(x: jax.Array, p: Params, eps: float) -> jax.Array:
+    xf = x.astype(jnp.float32)
+    y = xf * jax.lax.rsqrt(jnp.square(xf).mean(-1, keepdims=True) + eps)
+    return p["scale"] * y.astype(x.dtype)
+
+
+def _inv_freq(dim: int, base: float) -> np.ndarray:
+    # float32 throughout, as transformers computes it
+    exponent = np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)
+    return (np.float32(1.0) / np.power(np.float32(base), exponent)).astype(np.float32)
+
+
+def rotary_tables(positions: jax.Array, config: CodeGenConfig) -> tuple[jax.Array, jax.Array]:
+    """sin, cos of shape (B, T, rot_dim / 2), computed once per forward, shared by layers."""
+    angles = positions.astype(jnp.float32)[..., None] * _inv_freq(config.rot_dim, config.rope_base)
+    return jnp.sin(angles), jnp.cos(angles)
+
+
+def apply_rotary(x: jax.Array, sin: jax.Array, cos: jax.Array, *, interleaved: bool) -> jax.Array:
+    """Rotate the first 2 * sin.shape[-1] features of each head of x (B, T, nh, hs).
+
+    interleaved=True: GPT-J pairs (0,1), (2,3), ... (CodeGen). False: NeoX halves (LLaMA).
+    """
+    rot = 2 * sin.shape[-1]
+    xr, x_pass = x[..., :rot].astype(jnp.float32), x[..., rot:]
+    s, c = sin[:, :, None, :], cos[:, :, None, :]  # (B, T, 1, rot/2)
+    if interleaved:
+        pairs = xr.reshape(*xr.shape[:-1], rot // 2, 2)
+        x1, x2 = pairs[..., 0], pairs[..., 1]
+        out = jnp.stack([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1).reshape(xr.shape)
+    else:
+        x1, x2 = xr[..., : rot // 2], xr[..., rot // 2 :]
+        out = jnp.concatenate([x1 * c - x2 * s, x2 * c + x1 * s], axis=-1)
+    out = out.astype(x.dtype)
+    return jnp.concatenate([out, x_pass], axis=-1) if x_pass.shape[-1] else out
+
+
+def _attention_block(
+    p: Params,
+    h: jax.Array,
+    *,
+    rope: tuple[jax.Array, jax.Array],
+    config: CodeGenConfig,
+    layer_cache: tuple[jax.Array, jax.Array] | None,
+    key_mask: jax.Array | None,
+    index: jax.Array | int,
+    attn_impl: Impl,
+) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    # 2-D weight view (a bitcast): a multi-dim einsum makes XLA CPU transpose the weight
+    # into a fresh buffer on every call (a full qkv weight copy per decode step).
+    three, nh, hs, e = p["qkv"].shape
+    qkv = _dense(h, p["qkv"].reshape(three * nh * hs, e), "bte,fe->btf")  # (B, T, 3 * E)
+    qkv = qkv.reshape(*qkv.shape[:2], three, nh, hs)  # (B, T, 3, nh, hs)
+    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, nh, hs) each
+    interleaved = config.arch == "codegen"
+    q = apply_rotary(q, *rope, interleaved=interleaved)
+    k = apply_rotary(k, *rope, interleaved=interleaved)
+    # heads-major for the attention dots: (B, nh, T, hs)
+    q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
+    q = ax.constrain(q, (ax.BATCH, ax.ACT_HEADS, ax.LENGTH, ax.ACT_HEAD_DIM))
+    new_cache = None
+    if layer_cache is not None:
+        ck, cv = layer_cache  # (B * nh, S, hs)
+        b, nh, t, hs = k.shape
+        start = (0, index, 0)
+        ck = jax.lax.dynamic_update_slice(ck, k.reshape(b * nh, t, hs).astype(ck.dtype), start)
+        cv = jax.lax.dynamic_update_slice(cv, v.reshape(b * nh, t, hs).astype(cv.dtype), start)
+        ck, cv = ax.constrain(ck, CACHE_AXES), ax.constrain(cv, CACHE_AXES)
+        new_cache = (ck, cv)
+        s_len = ck.shape[1]
+        k = ck.reshape(b, nh, s_len, hs).astype(q.dtype)
+        v = cv.reshape(b, nh, s_len, hs).astype(q.dtype)
+    out = attention(
+        q, k, v, key_mask=key_mask, q_offset=index, sm_scale=config.head_dim**-0.5, impl=attn_impl
+    )  # (B, nh, T, hs)
+    b, nh, t, hs = out.shape
+    out = out.transpose(0, 2, 1, 3).reshape(b, t, nh * hs)  # (B, T, E): small, weight untouched
+    return _dense(out, p["out"].reshape(-1, nh * hs), "btf,ef->bte"), new_cache  # (B, T, E)
+
+
+def _codegen_block(p: Params, x: jax.Array, config: CodeGenConfig, **kw: Any) -> Any:
+    h = _layer_norm(x, p["ln_1"], config.norm_eps)  # (B, T, E)
+    attn_out, new_cache = _attention_block(p["attn"], h, config=config, **kw)
+    m = _dense(h, p["mlp"]["fc_in"]["kernel"], "bte,fe->btf") + p["mlp"]["fc_in"]["bias"]
+    m = ax.constrain(jax.nn.gelu(m, approximate=True), (ax.BATCH, ax.LENGTH, ax.ACT_MLP))
+    m = _dense(m, p["mlp"]["fc_out"]["kernel"], "btf,ef->bte") + p["mlp"]["fc_out"]["bias"]
+    return (attn_out + m) + x, new_cache  # transformers' summation order
+
+
+def _llama_block(p: Params, x: jax.Array, config: CodeGenConfig, **kw: Any) -> Any:
+    h = _rms_norm(x, p["input_norm"], config.norm_eps)
+    attn_out, new_cache = _attention_block(p["attn"], h, config=config, **kw)
+    x = x + attn_out
+    h = _rms_norm(x, p["post_attention_norm"], config.norm_eps)
+    two, f, e = p["mlp"]["gate_up"].shape
+    gu = _dense(h, p["mlp"]["gate_up"].reshape(two * f, e), "bte,fe->btf")  # (B, T, 2F)
+    gu = gu.reshape(*gu.shape[:2], two, f)  # (B, T, 2, F)
+    m = ax.constrain(jax.nn.silu(gu[:, :, 0]) * gu[:, :, 1], (ax.BATCH, ax.LENGTH, ax.ACT_MLP))
+    return x + _dense(m, p["mlp"]["down"], "btf,ef->bte"), new_cache
+
+
+def positions_from_mask(token_mask: jax.Array, start: jax.Array | int = 0) -> jax.Array:
+    """transformers' rule: position = start + cumsum(mask) - 1, padding clamped to 0."""
+    pos = jnp.asarray(start)[..., None] + jnp.cumsum(token_mask.astype(jnp.int32), axis=-1) - 1
+    return jnp.maximum(pos, 0)
+
+
+def forward(
+    params: Params,
+    tokens: jax.Array,
+    config: CodeGenConfig,
+    *,
+    token_mask: jax.Array | None = None,
+    positions: jax.Array | None = None,
+    cache: KVCache | None = None,
+    last_only: bool = False,
+    attn_impl: Impl = "auto",
+) -> tuple[jax.Array, KVCache | None]:
+    """Logits (B, T, V) in fp32 (or (B, 1, V) with ``last_only``) and the updated cache.
+
+    tokens: (B, T) int ids; token_mask: (B, T), 0 marks (left) padding.
+    Without a cache this is the full causal forward (training, scoring). With a cache, the
+    T tokens are written at slots ``cache.index ..`` and attend to everything cached so far:
+    T = prompt length is prefill, T = 1 is one decode step.
+    """
+    if tokens.ndim != 2:
+        raise ValueError(f"tokens must be (batch, seq), got shape {tokens.shape}")
+    if token_mask is None:
+        token_mask = jnp.ones(tokens.shape, bool)
+    token_mask = token_mask.astype(bool)
+    if cache is not None:
+        index = cache.index
+        if positions is None:
+            positions = positions_from_mask(token_mask, cache.lengths)
+        key_mask = jax.lax.dynamic_update_slice(cache.mask, token_mask, (0, index))
+    else:
+        index = 0
+        if positions is None:
+            positions = positions_from_mask(token_mask)
+        key_mask = token_mask
+    x = params["wte"]["embedding"][tokens]  # (B, T, E)
+    x = ax.constrain(x, (ax.BATCH, ax.LENGTH, ax.ACT_EMBED))
+    rope = rotary_tables(positions, config)
+    block = _codegen_block if config.arch == "codegen" else _llama_block
+    kw = {"rope": rope, "key_mask": key_mask, "index": index, "attn_impl": attn_impl}
+    new_k, new_v = [], []
+    if isinstance(params["h"], list | tuple):
+        for i, p in enumerate(params["h"]):
+            layer_cache = None if cache is None else (cache.k[i], cache.v[i])
+            x, c = block(p, x, config, layer_cache=layer_cache, **kw)
+            if c is not None:
+                new_k.append(c[0])
+                new_v.append(c[1])
+    else:  # stacked layers: one scanned step (compile time independent of depth)
+        if cache is not None:
+            raise ValueError("a KV cache needs per-layer params (use unstack_layers)")
+
+        def step(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
+            return block(p, x, config, layer_cache=None, **kw)[0], None
+
+        x, _ = jax.lax.scan(step, x, params["h"])
+    if last_only:
+        x = x[:, -1:]
+    if config.arch == "codegen":
+        x = _layer_norm(x, params["ln_f"], config.norm_eps)
+    else:
+        x = _rms_norm(x, params["norm"], config.norm_eps)
+    head = params["lm_head"]
+    logits = jnp.einsum(
+        "bte,ve->btv", x.astype(head["kernel"].dtype), head["kernel"],
+        preferred_element_type=jnp.float32,
+    )  # fmt: skip
+    if "bias" in head:
+        logits = logits + head["bias"].astype(jnp.float32)
+    logits = ax.constrain(logits, (ax.BATCH, ax.LENGTH, ax.ACT_VOCAB))
+    if cache is None:
+        return logits, None
+    t = tokens.shape[1]
+    new_cache = KVCache(
+        k=tuple(new_k),
+        v=tuple(new_v),
+        mask=key_mask,
+        index=cache.index + t,
+        lengths=cache.lengths + token_mask.sum(-1, dtype=jnp.int32),
+    )
+    return logits, new_cache
