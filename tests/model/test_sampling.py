@@ -261,3 +261,30 @@ def test_cli_sample_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     out = capsys.readouterr().out
     assert out.startswith("def fib(n):")
     assert len(out) > len("def fib(n):\n")
+
+
+def test_sampling_never_emits_ids_the_tokenizer_cannot_decode() -> None:
+    """CodeGen checkpoints have 51200 rows for 50295 CodeGen1 ids: the rest must not come out."""
+    import jax  # noqa: PLC0415
+
+    from codegen_core.model import get_preset, init  # noqa: PLC0415
+    from codegen_core.sampling import SamplingParams, generate  # noqa: PLC0415
+
+    class Tiny:  # a tokenizer over the first 40 ids
+        vocab_size = 40
+
+        def encode(self, text: str) -> list[int]:
+            return [ord(c) % 40 for c in text]
+
+        def decode(self, ids: list[int]) -> str:
+            assert all(0 <= i < 40 for i in ids), ids
+            return "".join(chr(65 + i % 26) for i in ids)
+
+    config = get_preset("tiny-codegen")  # 96 rows
+    params = init(config, jax.random.key(3))
+    out = generate(
+        params, config, ["abc", "hello"], tokenizer=Tiny(), num_samples=3, seed=1,
+        sampling=SamplingParams(max_new_tokens=12, temperature=1.5),
+    )  # fmt: skip
+    assert all(t < 40 for row in out.tokens for t in row)
+    assert out.texts is not None and len(out.texts) == 6

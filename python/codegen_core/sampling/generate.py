@@ -75,8 +75,12 @@ def _decode_loop(
     max_new_tokens: int,
     flags: tuple[bool, bool, bool],
     stream: StreamFn | None,
+    vocab_limit: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, KVCache]:
     """Sample up to max_new_tokens tokens per row; every sampled token is fed to the cache.
+
+    vocab_limit: only ids below it are sampled (the tokenizer's size: CodeGen checkpoints
+    have 51200 embedding rows for 50295 CodeGen1 ids, and an untrained row must not come out).
 
     logits: (B, V) next-token logits after the prompt. Returns (tokens (B, N) padded with
     the pad id, n_generated (B,) stop token included, stopped (B,), cache).
@@ -93,6 +97,8 @@ def _decode_loop(
     def body(state: tuple[Any, ...]) -> tuple[Any, ...]:
         i, cache, logits, key, out, done, n_gen = state
         key, sub = jax.random.split(key)
+        if vocab_limit is not None and vocab_limit < logits.shape[-1]:
+            logits = jnp.where(jnp.arange(logits.shape[-1]) < vocab_limit, logits, -jnp.inf)
         tok = sample_next(
             logits, sub, greedy=greedy, temperature=temperature, top_k=top_k, top_p=top_p,
             use_top_k=use_top_k, use_top_p=use_top_p,
@@ -119,7 +125,7 @@ def _decode_loop(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("config", "max_new_tokens", "flags", "stream"),
+    static_argnames=("config", "max_new_tokens", "flags", "stream", "vocab_limit"),
     donate_argnames=("cache",),
 )
 def prefill_and_decode(
@@ -135,6 +141,7 @@ def prefill_and_decode(
     max_new_tokens: int,
     flags: tuple[bool, bool, bool],
     stream: StreamFn | None = None,
+    vocab_limit: int | None = None,
 ) -> tuple[jax.Array, jax.Array, jax.Array, KVCache]:
     """Append tokens (B, T) (left padded, mask 0 = pad) to the cache, then sample.
 
@@ -147,6 +154,7 @@ def prefill_and_decode(
     return _decode_loop(
         params, cache, logits[:, 0], key, knobs=knobs, stop_ids=stop_ids,
         config=config, max_new_tokens=max_new_tokens, flags=flags, stream=stream,
+        vocab_limit=vocab_limit,
     )  # fmt: skip
 
 
@@ -175,6 +183,12 @@ def encode(tokenizer: Any, text: str) -> list[int]:
     """ids from codegen_core.Tokenizer (list) or a HF tokenizers.Tokenizer (Encoding)."""
     enc = tokenizer.encode(text)
     return list(enc.ids) if hasattr(enc, "ids") else list(enc)
+
+
+def decodable_ids(tokenizer: Any) -> int | None:
+    """The number of ids ``tokenizer`` can decode (codegen_core.Tokenizer.vocab_size), if known."""
+    size = getattr(tokenizer, "vocab_size", None)
+    return size if isinstance(size, int) else None
 
 
 def truncate_text(text: str, stop_patterns: Sequence[str] | None) -> str:
@@ -257,6 +271,7 @@ def generate(
         params, cache, jnp.asarray(tokens), jnp.asarray(mask), make_key(seed),
         knobs=knobs, stop_ids=_stop_array(config, stop_token_ids),
         config=config, max_new_tokens=sp.max_new_tokens, flags=flags, stream=stream,
+        vocab_limit=decodable_ids(tokenizer),
     )  # fmt: skip
     out, n_gen, done = np.asarray(out), np.asarray(n_gen), np.asarray(done)
     gen = [out[b, : n_gen[b] - int(done[b])].tolist() for b in range(batch)]

@@ -22,6 +22,7 @@ from codegen_core.sampling.generate import (
     SamplingParams,
     _knobs,
     _stop_array,
+    decodable_ids,
     encode,
     left_pad,
     make_key,
@@ -124,6 +125,7 @@ class Session:
             self.params, self._cache, jnp.asarray(tokens), jnp.asarray(mask), sub,
             knobs=knobs, stop_ids=_stop_array(self.config, self.stop_token_ids),
             config=self.config, max_new_tokens=sp.max_new_tokens, flags=flags,
+            vocab_limit=decodable_ids(self.tokenizer),
         )  # fmt: skip
         n = int(n_gen[0])
         generated = np.asarray(out)[0, :n].tolist()
