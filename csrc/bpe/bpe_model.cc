@@ -46,8 +46,7 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
     }
     byte_ids_[static_cast<size_t>(b)] = it->second;
   }
-  std::vector<MergeTable::Entry> entries;
-  entries.reserve(merges.size());
+  merges_.Reserve(merges.size() + 1);
   std::string joined;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& [left, right] = merges[rank];
@@ -61,9 +60,9 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
                                   "' '" + Printable(right) + "'): token '" + Printable(missing) +
                                   "' is not in the vocabulary");
     }
-    entries.push_back({l->second, r->second, Merge{static_cast<uint32_t>(rank), m->second}});
+    // A repeated pair keeps its last rank, as HF's merge map does.
+    merges_.Put(PairKey(l->second, r->second), Merge{static_cast<uint32_t>(rank), m->second});
   }
-  merges_ = MergeTable(std::move(entries));  // a repeated pair keeps its last rank
   num_merges_ = merges.size();
 
   EncodeScratch scratch;

@@ -16,7 +16,6 @@
 #include <vector>
 
 #include "bpe/flat_map.h"
-#include "bpe/merge_table.h"
 
 namespace codegen::bpe {
 
@@ -55,9 +54,15 @@ class BpeModel {
   size_t num_merges() const { return num_merges_; }
 
  private:
-  using Merge = MergeTable::Merge;
+  struct Merge {
+    uint32_t rank;
+    uint32_t new_id;
+  };
+  static uint64_t PairKey(uint32_t left, uint32_t right) {
+    return (static_cast<uint64_t>(left) << 32) | right;
+  }
   const Merge* FindMerge(uint32_t left, uint32_t right) const {
-    return merges_.Find(left, right);
+    return merges_.Find(PairKey(left, right));
   }
   void MergeSmall(EncodeScratch* scratch) const;  // scratch->ids in, merged in place
   void MergeLarge(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
@@ -83,7 +88,7 @@ class BpeModel {
   static constexpr size_t kMaxCachedPiece = 256;
 
   std::array<uint32_t, 256> byte_ids_{};
-  MergeTable merges_;
+  FlatU64Map<Merge> merges_;
   size_t num_merges_ = 0;
   // Pieces whose BPE is one token: every vocabulary token for which that holds (or, with
   // ignore_merges, every vocabulary token). Read-only after construction.

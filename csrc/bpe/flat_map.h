@@ -1,4 +1,4 @@
-// The piece cache of the BPE encoder: an open-addressing table from byte strings to ids.
+// Small open-addressing hash tables for the hot paths of the BPE encoder.
 #ifndef CODEGEN_BPE_FLAT_MAP_H_
 #define CODEGEN_BPE_FLAT_MAP_H_
 
@@ -12,6 +12,8 @@
 
 namespace codegen::bpe {
 
+inline uint64_t Mix64(uint64_t x) { return Fmix64(x); }
+
 // Hash of a short byte string, eight bytes at a time.
 inline uint64_t HashBytes(std::string_view s) {
   uint64_t h = 0x9e3779b97f4a7c15ull ^ (s.size() * 0x100000001b3ull);
@@ -19,12 +21,49 @@ inline uint64_t HashBytes(std::string_view s) {
   for (; i + 8 <= s.size(); i += 8) {
     uint64_t w;
     std::memcpy(&w, s.data() + i, 8);
-    h = Fmix64(h ^ w) * 0x9e3779b97f4a7c15ull;
+    h = Mix64(h ^ w) * 0x9e3779b97f4a7c15ull;
   }
   uint64_t tail = 0;
   std::memcpy(&tail, s.data() + i, s.size() - i);
-  return Fmix64(h ^ tail);
+  return Mix64(h ^ tail);
 }
+
+// uint64 -> V, fixed after construction. Owns its slots; a key and its value share a slot
+// (one cache line per probe). Key ~0 is reserved as empty.
+template <typename V>
+class FlatU64Map {
+ public:
+  void Reserve(size_t n) {
+    size_t cap = 16;
+    while (cap < n * 2) cap <<= 1;
+    slots_.assign(cap, Slot{kEmpty, V{}});
+    mask_ = cap - 1;
+  }
+  // Inserts or overwrites.
+  void Put(uint64_t key, const V& value) {
+    size_t i = Mix64(key) & mask_;
+    while (slots_[i].key != kEmpty && slots_[i].key != key) i = (i + 1) & mask_;
+    slots_[i] = Slot{key, value};
+  }
+  const V* Find(uint64_t key) const {
+    size_t i = Mix64(key) & mask_;
+    while (true) {
+      const Slot& slot = slots_[i];
+      if (slot.key == key) return &slot.value;
+      if (slot.key == kEmpty) return nullptr;
+      i = (i + 1) & mask_;
+    }
+  }
+
+ private:
+  static constexpr uint64_t kEmpty = ~0ull;
+  struct Slot {
+    uint64_t key;
+    V value;
+  };
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+};
 
 // Equality of two byte strings of the same length n, without a call for short ones.
 inline bool SameBytes(const char* a, const char* b, size_t n) {

@@ -3,7 +3,6 @@
 #include <vector>
 
 #include "bpe/byte_level.h"
-#include "bpe/merge_table.h"
 #include "bpe/pretokenizer.h"
 #include "bpe/tokenizer.h"
 #include "bpe/unicode.h"
@@ -174,16 +173,4 @@ TEST(NonMonotoneMergeTablesFallBackToTheHeap) {
     ids.push_back(256);
     return ids;
   }());
-}
-
-TEST(MergeTableKeepsTheLastRankOfARepeatedPair) {
-  using codegen::bpe::MergeTable;
-  const MergeTable table({{1, 2, {0, 10}}, {1, 3, {1, 11}}, {1, 2, {2, 12}}, {5, 1, {3, 13}}});
-  const auto* m = table.Find(1, 2);
-  CHECK(m != nullptr && m->rank == 2 && m->new_id == 12);
-  CHECK(table.Find(1, 3) != nullptr && table.Find(1, 3)->new_id == 11);
-  CHECK(table.Find(5, 1) != nullptr);
-  CHECK(table.Find(2, 1) == nullptr);
-  CHECK(table.Find(99, 1) == nullptr);
-  CHECK(MergeTable().Find(0, 0) == nullptr);
 }
