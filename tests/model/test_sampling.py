@@ -288,3 +288,25 @@ def test_sampling_never_emits_ids_the_tokenizer_cannot_decode() -> None:
     )  # fmt: skip
     assert all(t < 40 for row in out.tokens for t in row)
     assert out.texts is not None and len(out.texts) == 6
+
+
+def test_infill_with_the_real_codegen2_tokenizer() -> None:
+    """The infill prompt built id by id equals the CodeGen2 tokenizer's encoding of the whole
+    prompt text, and a 51200-row model infills through it end to end."""
+    import dataclasses  # noqa: PLC0415
+
+    import jax  # noqa: PLC0415
+
+    from codegen_core import Tokenizer  # noqa: PLC0415
+    from codegen_core.model import get_preset, init  # noqa: PLC0415
+
+    tok = Tokenizer.codegen2()
+    prefix, suffix = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
+    ids = infill_prompt(tok, prefix, suffix)
+    assert ids == tok.encode(f"{prefix}<mask_1>{suffix}<|endoftext|><sep><mask_1>")
+    assert ids[-3:] == [50256, 50317, 51199]
+    config = dataclasses.replace(get_preset("tiny-codegen"), vocab_size=51200)
+    params = init(config, jax.random.key(0))
+    sp = SamplingParams(max_new_tokens=6, temperature=1.0)
+    middles = infill(params, config, tok, prefix, suffix, sampling=sp, num_samples=2)
+    assert len(middles) == 2 and all(isinstance(m, str) for m in middles)

@@ -70,6 +70,6 @@ def infill(
     eos = _special(tokenizer, "<|endoftext|>")
     out = generate(
         params, config, prompts, sampling=sampling, num_samples=num_samples, seed=seed,
-        stop_token_ids=(eom, eos),
+        stop_token_ids=(eom, eos), tokenizer=tokenizer,  # only ids it can decode are sampled
     )  # fmt: skip
     return [tokenizer.decode(cut_middle(ids, eom, eos)) for ids in out.tokens]
