@@ -21,7 +21,7 @@ import numpy as np
 
 from codegen_core.eval.passk import estimate_pass_at_k
 from codegen_core.eval.sampler import Sampler, SamplingParams, check_samples, truncate_completion
-from codegen_core.eval.sandbox import ExecResult, Limits, Program, SandboxPool
+from codegen_core.eval.sandbox import ExecResult, Limits, Program, SandboxPool, run_programs
 
 __all__ = [
     "Problem",
@@ -253,14 +253,9 @@ def evaluate_samples(
         Program(build_program(problems[s.task_id], s.completion), mode="humaneval", key=i)
         for i, s in enumerate(samples)
     ]
-    own_pool = pool is None
-    pool = pool or SandboxPool(workers=workers, limits=limits)
-    try:
-        results = pool.run_many(programs, limits=limits, progress=progress and "humaneval")
-        protections = pool.protections
-    finally:
-        if own_pool:
-            pool.close()
+    results, protections = run_programs(
+        programs, pool=pool, workers=workers, limits=limits, progress=progress and "humaneval"
+    )
     outcomes: dict[str, list[bool]] = {}
     for sample, result in zip(samples, results, strict=True):
         outcomes.setdefault(sample.task_id, []).append(result.passed)

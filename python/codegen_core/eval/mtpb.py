@@ -31,7 +31,7 @@ from typing import Any
 from codegen_core.eval.humaneval import read_jsonl, write_jsonl
 from codegen_core.eval.passk import pass_at_k
 from codegen_core.eval.sampler import Sampler, SamplingParams, check_samples, truncate_completion
-from codegen_core.eval.sandbox import ExecResult, Limits, Program, SandboxPool
+from codegen_core.eval.sandbox import ExecResult, Limits, Program, SandboxPool, run_programs
 
 __all__ = [
     "ERRATA",
@@ -282,14 +282,14 @@ def evaluate_records(
     for i, record in enumerate(records):
         code, expected = _program_for(record, problems)
         programs.append(Program(code, mode="mtpb", expected=expected, key=i))
-    own_pool = pool is None
-    pool = pool or SandboxPool(workers=workers, limits=limits, preload=("numpy",))
-    try:
-        results = pool.run_many(programs, limits=limits, progress=progress and "mtpb")
-        protections = pool.protections
-    finally:
-        if own_pool:
-            pool.close()
+    results, protections = run_programs(
+        programs,
+        pool=pool,
+        workers=workers,
+        limits=limits,
+        progress=progress and "mtpb",
+        preload=("numpy",),
+    )
 
     by_case: dict[tuple[int, int], list[bool]] = {}
     for record, result in zip(records, results, strict=True):

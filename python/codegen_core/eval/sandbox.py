@@ -55,6 +55,7 @@ __all__ = [
     "SandboxPool",
     "Status",
     "run_program",
+    "run_programs",
 ]
 
 CHILD_SCRIPT = Path(_child.__file__).resolve()
@@ -869,6 +870,23 @@ def _classify(
         if stderr:
             reason += f": {stderr[-1][:200]}"
     return ExecResult(Status.CRASHED, reason, duration, **common)
+
+
+def run_programs(
+    programs: Sequence[Program],
+    *,
+    pool: SandboxPool | None = None,
+    workers: int | None = None,
+    limits: Limits | None = None,
+    progress: bool | str = False,
+    preload: Sequence[str] = (),
+) -> tuple[list[ExecResult], tuple[str, ...]]:
+    """(results in input order, protections applied) on ``pool``, or on a pool made for this
+    call (``workers``, ``preload``) and closed after it."""
+    if pool is not None:
+        return pool.run_many(programs, limits=limits, progress=progress), pool.protections
+    with SandboxPool(workers=workers, limits=limits, preload=preload) as own:
+        return own.run_many(programs, limits=limits, progress=progress), own.protections
 
 
 def run_program(
