@@ -244,6 +244,25 @@ def _tpu_fwd_kernel(*refs, cfg: _Config, has_seg: bool):
         lse_ref[...] = m_scr[...] + jnp.log(l)
 
 
+def _tpu_bwd_block(cfg: _Config, has_seg: bool, refs: tuple, q_start, k_start):
+    """One backward block, shared by the dk/dv and dq kernels: recompute the probabilities
+    from the saved log-sum-exp and the score gradients. Returns (q, k, do, p, ds), p and ds
+    [bq, bk] (FlashAttention-2, algorithm 2)."""
+    q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, di_ref = refs
+    bq, bk = cfg.block_q_bwd, cfg.block_k_bwd
+    q_seg = k_seg = None
+    if has_seg:
+        q_seg = jnp.tile(qs_ref[...], (1, bk // NUM_LANES))  # [bq, bk]
+        k_seg = ks_ref[:1, :]  # [1, bk]
+    mask = _block_mask(q_start, k_start, (bq, bk), cfg, q_seg=q_seg, k_seg=k_seg)
+    q, k, v, do = q_ref[...], k_ref[...], v_ref[...], do_ref[...]
+    s = _scores(q, k, cfg.sm_scale, mask)  # [bq, bk]
+    p = jnp.exp(s - _lanes(lse_ref[...], bk))  # [bq, bk], rows already normalised
+    dp = _dot_t(do, v)  # [bq, bk]
+    ds = p * (dp - _lanes(di_ref[...], bk))  # [bq, bk]
+    return q, k, do, p, ds
+
+
 def _tpu_dkv_kernel(*refs, cfg: _Config, has_seg: bool):
     if has_seg:
         (q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, di_ref) = refs[:8]
@@ -263,17 +282,11 @@ def _tpu_dkv_kernel(*refs, cfg: _Config, has_seg: bool):
 
     @pl.when(_tpu_causal_runs(cfg, q_start, bq, k_start))
     def _step():
-        q_seg = k_seg = None
-        if has_seg:
-            q_seg = jnp.tile(qs_ref[...], (1, bk // NUM_LANES))  # [bq, bk]
-            k_seg = ks_ref[:1, :]  # [1, bk]
-        mask = _block_mask(q_start, k_start, (bq, bk), cfg, q_seg=q_seg, k_seg=k_seg)
-        q, k, v, do = q_ref[...], k_ref[...], v_ref[...], do_ref[...]
-        s = _scores(q, k, cfg.sm_scale, mask)  # [bq, bk]
-        p = jnp.exp(s - _lanes(lse_ref[...], bk))  # [bq, bk], rows already normalised
+        q, _, do, p, ds = _tpu_bwd_block(
+            cfg, has_seg, (q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, di_ref),
+            q_start, k_start,
+        )  # fmt: skip
         dv_scr[...] += _dot(p.astype(do.dtype).T, do)  # [bk, D]
-        dp = _dot_t(do, v)  # [bq, bk]
-        ds = p * (dp - _lanes(di_ref[...], bk))  # [bq, bk]
         dk_scr[...] += _dot(ds.astype(q.dtype).T, q)  # [bk, D]
 
     @pl.when(i == pl.num_programs(3) - 1)
@@ -300,16 +313,10 @@ def _tpu_dq_kernel(*refs, cfg: _Config, has_seg: bool):
 
     @pl.when(_tpu_causal_runs(cfg, q_start, bq, k_start))
     def _step():
-        q_seg = k_seg = None
-        if has_seg:
-            q_seg = jnp.tile(qs_ref[...], (1, bk // NUM_LANES))  # [bq, bk]
-            k_seg = ks_ref[:1, :]  # [1, bk]
-        mask = _block_mask(q_start, k_start, (bq, bk), cfg, q_seg=q_seg, k_seg=k_seg)
-        q, k, v, do = q_ref[...], k_ref[...], v_ref[...], do_ref[...]
-        s = _scores(q, k, cfg.sm_scale, mask)  # [bq, bk]
-        p = jnp.exp(s - _lanes(lse_ref[...], bk))  # [bq, bk]
-        dp = _dot_t(do, v)  # [bq, bk]
-        ds = p * (dp - _lanes(di_ref[...], bk))  # [bq, bk]
+        _, k, _, _, ds = _tpu_bwd_block(
+            cfg, has_seg, (q_ref, k_ref, v_ref, qs_ref, ks_ref, do_ref, lse_ref, di_ref),
+            q_start, k_start,
+        )  # fmt: skip
         dq_scr[...] += _dot(ds.astype(k.dtype), k)  # [bq, D]
 
     @pl.when(j == pl.num_programs(3) - 1)
