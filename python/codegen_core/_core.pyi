@@ -78,3 +78,7 @@ def exact_jaccard(
 def cluster_roots(
     n: int, pairs: npt.NDArray[np.uint32], keep: npt.NDArray[np.uint8] | None
 ) -> npt.NDArray[np.uint32]: ...
+
+# ---- CPU kernels (XLA FFI) ----------------------------------------------------------------
+def xla_ffi_targets() -> dict[str, object]: ...  # name -> PyCapsule of the handler
+def dense_uses_avx2() -> bool: ...

@@ -1,0 +1,110 @@
+#include "xla_ffi/dense_ffi.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include "linalg/dense.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace codegen::xla_ffi {
+namespace {
+
+using linalg::DenseArgs;
+
+// Shared by the caller and the pool tasks; tasks may start after the call returned (all
+// chunks already taken), so they hold it by shared_ptr.
+struct DenseJob {
+  DenseArgs args;
+  int64_t chunk = 0;
+  int64_t num_chunks = 0;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+
+  void Work() {
+    for (;;) {
+      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
+      if (c >= num_chunks) return;
+      linalg::DenseColumns(args, c * chunk, std::min(args.n, (c + 1) * chunk));
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+std::string ShapeString(ffi::Span<const int64_t> dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+ffi::Error DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w,
+                     ffi::ResultBuffer<ffi::F32> y) {
+  const auto x_dims = x.dimensions();
+  const auto w_dims = w.dimensions();
+  if (x_dims.size() < 1) return ffi::Error::InvalidArgument("codegen_core_dense: x is a scalar");
+  if (w_dims.size() != 2) {
+    return ffi::Error::InvalidArgument("codegen_core_dense: w must be 2-D (n, k), got " +
+                                       ShapeString(w_dims));
+  }
+  DenseArgs args;
+  args.k = x_dims.back();
+  args.n = w_dims[0];
+  args.m = x.element_count() / std::max<int64_t>(args.k, 1);
+  if (w_dims[1] != args.k) {
+    return ffi::Error::InvalidArgument("codegen_core_dense: x " + ShapeString(x_dims) +
+                                       " and w " + ShapeString(w_dims) +
+                                       " disagree on the contracted size k");
+  }
+  if (w.element_type() == ffi::DataType::F32) {
+    args.w_type = linalg::WeightType::kF32;
+  } else if (w.element_type() == ffi::DataType::BF16) {
+    args.w_type = linalg::WeightType::kBF16;
+  } else {
+    return ffi::Error::InvalidArgument("codegen_core_dense: w must be float32 or bfloat16");
+  }
+  const auto y_dims = y->dimensions();
+  if (y->element_count() != args.m * args.n || y_dims.size() != x_dims.size() ||
+      y_dims.back() != args.n) {
+    return ffi::Error::InvalidArgument("codegen_core_dense: result " + ShapeString(y_dims) +
+                                       " is not x's shape with its last dim set to n");
+  }
+  args.x = x.typed_data();
+  args.w = w.untyped_data();
+  args.y = y->typed_data();
+  if (args.m == 0 || args.n == 0) return ffi::Error::Success();
+
+  // Chunks of W rows: about 256 KB of weights each, a multiple of the 8-row block.
+  const int64_t row_bytes = args.k * (args.w_type == linalg::WeightType::kF32 ? 4 : 2);
+  int64_t chunk = std::max<int64_t>(8, (int64_t{256} << 10) / std::max<int64_t>(row_bytes, 1));
+  chunk = (chunk + 7) / 8 * 8;
+  const int64_t num_chunks = (args.n + chunk - 1) / chunk;
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), num_chunks - 1);
+  if (helpers <= 0) {
+    linalg::DenseColumns(args, 0, args.n);
+    return ffi::Error::Success();
+  }
+  auto job = std::make_shared<DenseJob>();
+  job->args = args;
+  job->chunk = chunk;
+  job->num_chunks = num_chunks;
+  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([job] { job->Work(); });
+  job->Work();
+  // Every chunk is claimed; the rest are running on other threads and will finish.
+  while (job->done.load(std::memory_order_acquire) < num_chunks) std::this_thread::yield();
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace codegen::xla_ffi
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CodegenDenseCpu, codegen::xla_ffi::DenseImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::AnyBuffer>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
