@@ -10,6 +10,7 @@ from jax.sharding import Mesh, PartitionSpec
 
 from codegen_core.model import attention, forward, get_preset, init, pallas_ok, xla_attention
 from codegen_core.model import axes as ax
+from codegen_core.model.attention import CAUSAL_BLOCK
 from codegen_core.model.transformer import param_axes, stack_layers, unstack_layers
 
 
@@ -40,7 +41,10 @@ def _reference(
     return out
 
 
-@pytest.mark.parametrize(("t", "s", "offset"), [(6, 6, 0), (1, 9, 5), (3, 10, 4)])
+# (300, 300, 0) and (260, 400, 140) take the causal-block path (T >= 2 * CAUSAL_BLOCK).
+@pytest.mark.parametrize(
+    ("t", "s", "offset"), [(6, 6, 0), (1, 9, 5), (3, 10, 4), (300, 300, 0), (260, 400, 140)]
+)
 def test_xla_attention_matches_reference(t: int, s: int, offset: int) -> None:
     rng = np.random.default_rng(t * 100 + s)
     q, k, v = (rng.normal(size=(2, 3, n, 8)).astype(np.float32) for n in (t, s, s))
@@ -51,7 +55,29 @@ def test_xla_attention_matches_reference(t: int, s: int, offset: int) -> None:
     got = xla_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v),
                         key_mask=jnp.asarray(key_mask), q_offset=offset, sm_scale=0.3)  # fmt: skip
     ref = _reference(q, k, v, key_mask=key_mask, q_offset=offset, scale=0.3)
+    if t >= 2 * CAUSAL_BLOCK:  # a query that sees nothing averages only its block's keys
+        sees = np.arange(s)[None, :] <= offset + np.arange(t)[:, None]  # (T, S)
+        blind = ~(sees[None] & key_mask[:, None, :]).any(-1)  # (B, T)
+        got = np.where(blind[:, None, :, None], 0.0, np.asarray(got))
+        ref = np.where(blind[:, None, :, None], 0.0, ref)
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_xla_attention_merged_cache_layout() -> None:
+    """(B * nh, T, hs) with a per-row mask, as the decode path reads the KV cache."""
+    rng = np.random.default_rng(3)
+    q, k, v = (rng.normal(size=(2, 3, n, 8)).astype(np.float32) for n in (2, 7, 7))
+    key_mask = np.ones((2, 7), bool)
+    key_mask[1, :3] = False
+    four = xla_attention(jnp.asarray(q), jnp.asarray(k), jnp.asarray(v),
+                         key_mask=jnp.asarray(key_mask), q_offset=4, sm_scale=0.3)  # fmt: skip
+    merged = xla_attention(
+        jnp.asarray(q.reshape(6, 2, 8)), jnp.asarray(k.reshape(6, 7, 8)),
+        jnp.asarray(v.reshape(6, 7, 8)), key_mask=jnp.asarray(np.repeat(key_mask, 3, 0)),
+        q_offset=jnp.int32(4), sm_scale=0.3,
+    )  # fmt: skip
+    np.testing.assert_allclose(np.asarray(merged).reshape(2, 3, 2, 8), np.asarray(four),
+                               rtol=1e-6, atol=1e-6)  # fmt: skip
 
 
 def test_dispatch_and_kernel_contract() -> None:

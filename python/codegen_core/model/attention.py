@@ -34,6 +34,12 @@ def pallas_ok() -> bool:
     return bool(_pallas_available())
 
 
+# Query block of the XLA path's causal skipping: with a static offset, queries
+# [t0, t0 + block) only read keys [0, offset + t0 + block), so about half of the score and
+# softmax work of a long self-attention (prefill, training) is never done.
+CAUSAL_BLOCK = 128
+
+
 def xla_attention(
     q: jax.Array,
     k: jax.Array,
@@ -48,24 +54,52 @@ def xla_attention(
     q: (B, nh, T, hs) queries at cache slots ``q_offset .. q_offset + T - 1``.
     k, v: (B, nh, S, hs) keys/values at slots ``0 .. S - 1``. Heads-major, as the Pallas
     kernel takes them: the per-head dots then need no transposed copy of the cache.
+    The KV cache's merged layout is accepted too: q (B * nh, T, hs), k, v (B * nh, S, hs),
+    key_mask (B * nh, S) (the cache is read as stored; see ``KVCache``).
     key_mask: (B, S) bool, False for padding or not-yet-written slots (None: all valid).
     Query t sees key s iff ``s <= q_offset + t`` and ``key_mask[b, s]``. A query with no
-    visible key (a padding row) gets a uniform average instead of NaN, as transformers does.
+    visible key (a padding row) gets a uniform average instead of NaN, as transformers does
+    (over the keys of its query block when blocked; padding rows never reach real tokens).
+    With a static (Python int) ``q_offset``, queries go in blocks of ``CAUSAL_BLOCK`` that
+    read only the keys they can see.
     """
-    t_len, s_len = q.shape[2], k.shape[2]
+    t_len, s_len = q.shape[-2], k.shape[-2]
+    if not isinstance(q_offset, int) or t_len < 2 * CAUSAL_BLOCK:
+        return _attend(q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=sm_scale)
+    outs = []
+    for t0 in range(0, t_len, CAUSAL_BLOCK):
+        t1 = min(t_len, t0 + CAUSAL_BLOCK)
+        s1 = max(1, min(s_len, q_offset + t1))  # keys this block can see
+        km = None if key_mask is None else key_mask[:, :s1]
+        outs.append(_attend(q[..., t0:t1, :], k[..., :s1, :], v[..., :s1, :], key_mask=km,
+                            q_offset=q_offset + t0, sm_scale=sm_scale))  # fmt: skip
+    return jnp.concatenate(outs, axis=-2)
+
+
+def _attend(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    key_mask: jax.Array | None,
+    q_offset: jax.Array | int,
+    sm_scale: float,
+) -> jax.Array:
+    t_len, s_len = q.shape[-2], k.shape[-2]
     scores = jnp.einsum(
-        "bhtd,bhsd->bhts", q, k, preferred_element_type=jnp.float32
-    )  # (B, nh, T, S)
+        "...td,...sd->...ts", q, k, preferred_element_type=jnp.float32
+    )  # (B, nh, T, S) or (B * nh, T, S)
     q_slot = q_offset + jnp.arange(t_len)[:, None]  # (T, 1)
     visible = jnp.arange(s_len)[None, :] <= q_slot  # (T, S)
-    visible = visible[None, None]  # (1, 1, T, S)
     if key_mask is not None:
-        visible = visible & key_mask[:, None, None, :]  # (B, 1, T, S)
+        # (B, 1, 1, S) or (B * nh, 1, S): broadcast over heads (4-D) and queries
+        km = key_mask.reshape(key_mask.shape[0], *([1] * (q.ndim - 2)), s_len)
+        visible = visible & km
     scores = jnp.where(visible, scores * sm_scale, _NEG)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # (B, nh, T, S)
-    return jnp.einsum("bhts,bhsd->bhtd", probs, v, preferred_element_type=jnp.float32).astype(
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # (..., T, S)
+    return jnp.einsum("...ts,...sd->...td", probs, v, preferred_element_type=jnp.float32).astype(
         v.dtype
-    )  # (B, nh, T, hs)
+    )  # (B, nh, T, hs) or (B * nh, T, hs)
 
 
 def attention(
