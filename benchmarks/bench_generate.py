@@ -29,7 +29,7 @@ import pytest
 
 from codegen_core.model import get_preset, init_cache
 from codegen_core.model.hf_io import params_from_state_dict
-from codegen_core.model.transformer import cast_params, forward
+from codegen_core.model.transformer import cache_dtype, cast_params, forward
 from codegen_core.sampling.generate import (
     SamplingParams,
     _knobs,
@@ -60,13 +60,14 @@ def ours_generate(params: Any, config: Any, batch: int, new: int) -> Callable[[]
     tokens = jnp.asarray(np.random.default_rng(0).integers(0, 50000, (batch, PROMPT)), jnp.int32)
     mask = jnp.ones((batch, PROMPT), jnp.int32)
     knobs, flags = _knobs(SamplingParams(max_new_tokens=new))
-    dtype = params["wte"]["embedding"].dtype
+    dtype = cache_dtype(params)
     stop = jnp.asarray([-1], jnp.int32)  # never stop early: always `new` tokens
 
     def run() -> Any:
         cache = init_cache(config, batch, PROMPT + new, dtype)
         out = prefill_and_decode(params, cache, tokens, mask, jax.random.key(0), knobs=knobs,
-                                 stop_ids=stop, config=config, max_new_tokens=new, flags=flags)  # fmt: skip
+                                 stop_ids=stop, config=config, max_new_tokens=new, flags=flags,
+                                 empty_cache=True)  # fmt: skip
         return jax.block_until_ready(out[0])
 
     return run
@@ -139,7 +140,9 @@ def run_benchmark(reps: int = 2, log: Callable[[str], None] = print) -> dict[str
 
     # 512-token prefill (next-token logits only, as generate needs)
     long_ids = np.random.default_rng(2).integers(0, 50000, (1, 512))
-    pre = jax.jit(lambda p, t, c: forward(p, t, config, cache=c, last_only=True)[0])
+    pre = jax.jit(
+        lambda p, t, c: forward(p, t, config, cache=c, last_only=True, empty_cache=True)[0]
+    )
     ours_t = _median_time(lambda: jax.block_until_ready(
         pre(params, jnp.asarray(long_ids, jnp.int32), init_cache(config, 1, 512))), reps)  # fmt: skip
     t_ids = torch.tensor(long_ids)

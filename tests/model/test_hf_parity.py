@@ -68,21 +68,26 @@ def test_left_padded_batch(which: str, request: pytest.FixtureRequest) -> None:
     np.testing.assert_allclose(got[0, 7:], alone[0], rtol=0, atol=TOL)
 
 
+# empty_cache: the prompt self-attends (the generate path); dense: the CPU kernel or XLA's
+@pytest.mark.parametrize(("empty", "dense"), [(False, "auto"), (True, "native"), (True, "xla")])
 @pytest.mark.parametrize("which", ["codegen_hf", "llama_hf"])
 def test_cache_prefill_decode_matches_full_forward(
-    which: str, request: pytest.FixtureRequest
+    which: str, empty: bool, dense: str, request: pytest.FixtureRequest
 ) -> None:
     _, path = request.getfixturevalue(which)
     config, params = load_hf_checkpoint(path)
     mask = np.ones_like(IDS)
     mask[1, :5] = 0
     full = ours(params, config, IDS, mask)
-    step = jax.jit(lambda p, t, m, c: forward(p, t, config, token_mask=m, cache=c))
+    step = jax.jit(lambda p, t, m, c, e: forward(p, t, config, token_mask=m, cache=c,
+                                                 empty_cache=e, dense_impl=dense),
+                   static_argnums=4)  # fmt: skip
     cache = init_cache(config, 2, 32)
-    logits, cache = step(params, jnp.asarray(IDS[:, :16]), jnp.asarray(mask[:, :16]), cache)
+    logits, cache = step(params, jnp.asarray(IDS[:, :16]), jnp.asarray(mask[:, :16]), cache, empty)
     got = [np.asarray(logits)]
     for t in range(16, 24):  # one token at a time
-        logits, cache = step(params, jnp.asarray(IDS[:, t : t + 1]), jnp.ones((2, 1), bool), cache)
+        logits, cache = step(params, jnp.asarray(IDS[:, t : t + 1]), jnp.ones((2, 1), bool),
+                             cache, False)  # fmt: skip
         got.append(np.asarray(logits))
     got_all = np.concatenate(got, axis=1)
     real = mask.astype(bool)

@@ -310,3 +310,35 @@ def test_infill_with_the_real_codegen2_tokenizer() -> None:
     sp = SamplingParams(max_new_tokens=6, temperature=1.0)
     middles = infill(params, config, tok, prefix, suffix, sampling=sp, num_samples=2)
     assert len(middles) == 2 and all(isinstance(m, str) for m in middles)
+
+
+def test_session_with_the_real_codegen_tokenizer() -> None:
+    """A multi-turn text session through the real CodeGen1 tokenizer on a 51200-row model:
+    each turn's completion is what a fresh generate on the whole context samples, the
+    context text round-trips through the tokenizer, and later turns reuse the cache."""
+    import dataclasses  # noqa: PLC0415
+
+    from codegen_core import Tokenizer  # noqa: PLC0415
+    from codegen_core.model import get_preset, init  # noqa: PLC0415
+
+    tok = Tokenizer.codegen()
+    config = dataclasses.replace(get_preset("tiny-codegen"), vocab_size=51200, n_ctx=512,
+                                 eos_token_id=50256, bos_token_id=50256)  # fmt: skip
+    params = init(config, jax.random.key(5))
+    # larger logits than the init gives, so greedy paths are not decided by rounding
+    params = {**params, "lm_head": {**params["lm_head"], "kernel": params["lm_head"]["kernel"] * 8}}
+    sp = SamplingParams(max_new_tokens=8)  # greedy: turns are deterministic
+    s = Session(params, config, tok, max_len=256, sampling=sp, stop_patterns=None)
+    turn1 = "# Import libraries.\n\nimport numpy as np\n\n"
+    first = s.send(turn1)
+    fresh = generate(params, config, [turn1], tokenizer=tok, sampling=sp)
+    assert fresh.texts is not None and first == fresh.texts[0]
+    assert s.text == turn1 + first
+    assert s.ids == tok.encode(s.text)
+    assert all(t < tok.vocab_size for t in s.ids)  # never an id the tokenizer cannot decode
+    cached = len(s._cached)
+    turn2 = "\n    # Print hello\n"
+    second = s.send(turn2)
+    fresh2 = generate(params, config, [turn1 + first + turn2], tokenizer=tok, sampling=sp)
+    assert fresh2.texts is not None and second == fresh2.texts[0]
+    assert cached > 0 and len(s._cached) > cached  # the second turn extended the cache

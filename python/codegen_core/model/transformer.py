@@ -13,11 +13,12 @@ nh = n_head, hs = head_dim, F = mlp_dim, V = vocab_size)::
     ln_f.{scale,bias} (codegen) | norm.scale (llama)
     lm_head.kernel (V, E), lm_head.bias (V,) (codegen only)
 
-Matmul kernels are stored (out, in), like torch's Linear: XLA CPU's matrix-vector and
-small-batch products (decoding) run about 1.6x faster reading contiguous rows than columns
-(measured on the 2-core dev machine). The forward pass computes in the dtype of the
-parameters (fp32 or bf16) with fp32 accumulation, fp32 norms, fp32 attention softmax and
-fp32 logits.
+Matmul kernels are stored (out, in), like torch's Linear: decoding's few-row products read
+each weight row contiguously. Every matmul goes through ``cpu_dense.dense``: on CPU, products
+of up to ``NATIVE_MAX_ROWS`` rows (decode steps, short prompts) run the native kernel, which
+streams fp32 or bf16 weights once per step; larger ones and other backends use XLA. The
+forward pass computes in the dtype of the parameters (fp32 or bf16; on CPU bf16 weights with
+fp32 activations) with fp32 accumulation, fp32 norms, fp32 attention softmax and fp32 logits.
 """
 
 from __future__ import annotations
@@ -30,8 +31,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from codegen_core.model import axes as ax
-from codegen_core.model.attention import Impl, attention
+from codegen_core.model.attention import Impl, attention, xla_attention
 from codegen_core.model.config import CodeGenConfig
+from codegen_core.model.cpu_dense import DenseImpl, dense, native_dense, use_native
 
 Params = dict[str, Any]
 
@@ -214,21 +216,14 @@ def init_cache(
     )
 
 
+def cache_dtype(params: Params) -> Any:
+    """The KV cache dtype matching the activations: the parameter dtype, but fp32 on CPU
+    (where bf16 weights are computed with fp32 activations, see ``cpu_dense.dense``)."""
+    dtype = jnp.dtype(params["wte"]["embedding"].dtype)
+    return jnp.dtype(jnp.float32) if jax.default_backend() == "cpu" else dtype
+
+
 # ---- building blocks ----------------------------------------------------------------------
-def _dense(x: jax.Array, w: jax.Array, spec: str) -> jax.Array:
-    """einsum in the weight dtype with fp32 accumulation, result in the weight dtype.
-
-    On CPU, bf16 weights are widened to fp32 (activations stay fp32): XLA CPU's bf16 dots
-    run about 10x slower than fp32 ones. Inside the decode loop the widening is loop
-    invariant, so XLA does it once per generate call (bf16 at rest, fp32 while sampling).
-    """
-    if w.dtype == jnp.bfloat16 and jax.default_backend() == "cpu":
-        return jnp.einsum(spec, x.astype(jnp.float32), w.astype(jnp.float32))
-    return jnp.einsum(spec, x.astype(w.dtype), w, preferred_element_type=jnp.float32).astype(
-        w.dtype
-    )
-
-
 def _layer_norm(x: jax.Array, p: Params, eps: float) -> jax.Array:
     xf = x.astype(jnp.float32)
     mean = xf.mean(-1, keepdims=True)
@@ -284,11 +279,12 @@ def _attention_block(
     key_mask: jax.Array | None,
     index: jax.Array | int,
     attn_impl: Impl,
+    dense_impl: DenseImpl,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     # 2-D weight view (a bitcast): a multi-dim einsum makes XLA CPU transpose the weight
     # into a fresh buffer on every call (a full qkv weight copy per decode step).
     three, nh, hs, e = p["qkv"].shape
-    qkv = _dense(h, p["qkv"].reshape(three * nh * hs, e), "bte,fe->btf")  # (B, T, 3 * E)
+    qkv = dense(h, p["qkv"].reshape(three * nh * hs, e), dense_impl)  # (B, T, 3 * E)
     qkv = qkv.reshape(*qkv.shape[:2], three, nh, hs)  # (B, T, 3, nh, hs)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, nh, hs) each
     interleaved = config.arch == "codegen"
@@ -298,31 +294,50 @@ def _attention_block(
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
     q = ax.constrain(q, (ax.BATCH, ax.ACT_HEADS, ax.LENGTH, ax.ACT_HEAD_DIM))
     new_cache = None
+    b, nh, t, hs = k.shape
+    if layer_cache is not None and isinstance(index, int):  # empty cache: write, self-attend
+        ck, cv = layer_cache  # (B * nh, S, hs)
+        ck = jax.lax.dynamic_update_slice(ck, k.reshape(b * nh, t, hs).astype(ck.dtype), (0, 0, 0))
+        cv = jax.lax.dynamic_update_slice(cv, v.reshape(b * nh, t, hs).astype(cv.dtype), (0, 0, 0))
+        new_cache = (ax.constrain(ck, CACHE_AXES), ax.constrain(cv, CACHE_AXES))
+        layer_cache = None
     if layer_cache is not None:
         ck, cv = layer_cache  # (B * nh, S, hs)
-        b, nh, t, hs = k.shape
         start = (0, index, 0)
         ck = jax.lax.dynamic_update_slice(ck, k.reshape(b * nh, t, hs).astype(ck.dtype), start)
         cv = jax.lax.dynamic_update_slice(cv, v.reshape(b * nh, t, hs).astype(cv.dtype), start)
         ck, cv = ax.constrain(ck, CACHE_AXES), ax.constrain(cv, CACHE_AXES)
         new_cache = (ck, cv)
-        s_len = ck.shape[1]
-        k = ck.reshape(b, nh, s_len, hs).astype(q.dtype)
-        v = cv.reshape(b, nh, s_len, hs).astype(q.dtype)
-    out = attention(
-        q, k, v, key_mask=key_mask, q_offset=index, sm_scale=config.head_dim**-0.5, impl=attn_impl
-    )  # (B, nh, T, hs)
+        # Attend over the cache as stored: any reshape of it here lets XLA CPU fuse the
+        # reshape into the cache update and run that update twice (a full cache copy per
+        # layer per token). q, the mask and the output are small; reshape those instead.
+        out = xla_attention(
+            q.reshape(b * nh, t, hs).astype(ck.dtype), ck, cv,
+            key_mask=jnp.repeat(key_mask, nh, axis=0), q_offset=index,
+            sm_scale=config.head_dim**-0.5,
+        ).reshape(b, nh, t, hs)  # fmt: skip
+    else:
+        out = attention(
+            q,
+            k,
+            v,
+            key_mask=key_mask,
+            q_offset=index,
+            sm_scale=config.head_dim**-0.5,
+            impl=attn_impl,
+        )  # (B, nh, T, hs)
     b, nh, t, hs = out.shape
     out = out.transpose(0, 2, 1, 3).reshape(b, t, nh * hs)  # (B, T, E): small, weight untouched
-    return _dense(out, p["out"].reshape(-1, nh * hs), "btf,ef->bte"), new_cache  # (B, T, E)
+    return dense(out, p["out"].reshape(-1, nh * hs), dense_impl), new_cache  # (B, T, E)
 
 
 def _codegen_block(p: Params, x: jax.Array, config: CodeGenConfig, **kw: Any) -> Any:
     h = _layer_norm(x, p["ln_1"], config.norm_eps)  # (B, T, E)
     attn_out, new_cache = _attention_block(p["attn"], h, config=config, **kw)
-    m = _dense(h, p["mlp"]["fc_in"]["kernel"], "bte,fe->btf") + p["mlp"]["fc_in"]["bias"]
+    mlp, impl = p["mlp"], kw["dense_impl"]
+    m = dense(h, mlp["fc_in"]["kernel"], impl) + mlp["fc_in"]["bias"]  # (B, T, F)
     m = ax.constrain(jax.nn.gelu(m, approximate=True), (ax.BATCH, ax.LENGTH, ax.ACT_MLP))
-    m = _dense(m, p["mlp"]["fc_out"]["kernel"], "btf,ef->bte") + p["mlp"]["fc_out"]["bias"]
+    m = dense(m, mlp["fc_out"]["kernel"], impl) + mlp["fc_out"]["bias"]  # (B, T, E)
     return (attn_out + m) + x, new_cache  # transformers' summation order
 
 
@@ -332,10 +347,10 @@ def _llama_block(p: Params, x: jax.Array, config: CodeGenConfig, **kw: Any) -> A
     x = x + attn_out
     h = _rms_norm(x, p["post_attention_norm"], config.norm_eps)
     two, f, e = p["mlp"]["gate_up"].shape
-    gu = _dense(h, p["mlp"]["gate_up"].reshape(two * f, e), "bte,fe->btf")  # (B, T, 2F)
+    gu = dense(h, p["mlp"]["gate_up"].reshape(two * f, e), kw["dense_impl"])  # (B, T, 2F)
     gu = gu.reshape(*gu.shape[:2], two, f)  # (B, T, 2, F)
     m = ax.constrain(jax.nn.silu(gu[:, :, 0]) * gu[:, :, 1], (ax.BATCH, ax.LENGTH, ax.ACT_MLP))
-    return x + _dense(m, p["mlp"]["down"], "btf,ef->bte"), new_cache
+    return x + dense(m, p["mlp"]["down"], kw["dense_impl"]), new_cache
 
 
 def positions_from_mask(token_mask: jax.Array, start: jax.Array | int = 0) -> jax.Array:
@@ -354,6 +369,8 @@ def forward(
     cache: KVCache | None = None,
     last_only: bool = False,
     attn_impl: Impl = "auto",
+    dense_impl: DenseImpl = "auto",
+    empty_cache: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """Logits (B, T, V) in fp32 (or (B, 1, V) with ``last_only``) and the updated cache.
 
@@ -361,19 +378,28 @@ def forward(
     Without a cache this is the full causal forward (training, scoring). With a cache, the
     T tokens are written at slots ``cache.index ..`` and attend to everything cached so far:
     T = prompt length is prefill, T = 1 is one decode step.
+    ``empty_cache=True`` promises the cache holds nothing yet (``cache.index == 0``, a first
+    prefill): the tokens then attend among themselves with static causal structure (the
+    flash kernel where it runs, causal blocks skipped on the XLA path) instead of over every
+    cache slot, and are written to slots ``0 .. T - 1``.
+    attn_impl picks the attention kernel (``attention.attention``), dense_impl the matmul
+    kernel (``cpu_dense.dense``).
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be (batch, seq), got shape {tokens.shape}")
     if token_mask is None:
         token_mask = jnp.ones(tokens.shape, bool)
     token_mask = token_mask.astype(bool)
-    if cache is not None:
+    if empty_cache and cache is None:
+        raise ValueError("empty_cache=True needs a cache to fill")
+    index: jax.Array | int
+    if cache is not None and not empty_cache:
         index = cache.index
         if positions is None:
             positions = positions_from_mask(token_mask, cache.lengths)
         key_mask = jax.lax.dynamic_update_slice(cache.mask, token_mask, (0, index))
     else:
-        index = 0
+        index = 0  # static: the tokens attend among themselves
         if positions is None:
             positions = positions_from_mask(token_mask)
         key_mask = token_mask
@@ -381,7 +407,13 @@ def forward(
     x = ax.constrain(x, (ax.BATCH, ax.LENGTH, ax.ACT_EMBED))
     rope = rotary_tables(positions, config)
     block = _codegen_block if config.arch == "codegen" else _llama_block
-    kw = {"rope": rope, "key_mask": key_mask, "index": index, "attn_impl": attn_impl}
+    kw = {
+        "rope": rope,
+        "key_mask": key_mask,
+        "index": index,
+        "attn_impl": attn_impl,
+        "dense_impl": dense_impl,
+    }
     new_k, new_v = [], []
     if isinstance(params["h"], list | tuple):
         for i, p in enumerate(params["h"]):
@@ -405,16 +437,21 @@ def forward(
     else:
         x = _rms_norm(x, params["norm"], config.norm_eps)
     head = params["lm_head"]
-    logits = jnp.einsum(
-        "bte,ve->btv", x.astype(head["kernel"].dtype), head["kernel"],
-        preferred_element_type=jnp.float32,
-    )  # fmt: skip
+    if use_native(x, head["kernel"], dense_impl):
+        logits = native_dense(x, head["kernel"])  # (B, T, V) fp32
+    else:
+        logits = jnp.einsum(
+            "bte,ve->btv", x.astype(head["kernel"].dtype), head["kernel"],
+            preferred_element_type=jnp.float32,
+        )  # fmt: skip
     if "bias" in head:
         logits = logits + head["bias"].astype(jnp.float32)
     logits = ax.constrain(logits, (ax.BATCH, ax.LENGTH, ax.ACT_VOCAB))
     if cache is None:
         return logits, None
     t = tokens.shape[1]
+    if empty_cache:
+        key_mask = jax.lax.dynamic_update_slice(cache.mask, token_mask, (0, 0))
     new_cache = KVCache(
         k=tuple(new_k),
         v=tuple(new_v),

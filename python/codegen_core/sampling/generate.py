@@ -22,7 +22,7 @@ import numpy as np
 from jax.experimental import io_callback
 
 from codegen_core.model.config import CodeGenConfig
-from codegen_core.model.transformer import KVCache, Params, forward, init_cache
+from codegen_core.model.transformer import KVCache, Params, cache_dtype, forward, init_cache
 from codegen_core.sampling.logits import sample_next
 
 StreamFn = Callable[[int, np.ndarray], None]
@@ -111,7 +111,7 @@ def _decode_loop(
         n_gen = n_gen + live.astype(jnp.int32)
         done = done | (live & jnp.isin(tok, stop_ids))
         next_logits, cache = forward(
-            params, tok[:, None], config, token_mask=live[:, None], cache=cache, attn_impl="xla"
+            params, tok[:, None], config, token_mask=live[:, None], cache=cache
         )
         return i + 1, cache, next_logits[:, 0], key, out, done, n_gen
 
@@ -125,7 +125,7 @@ def _decode_loop(
 
 @functools.partial(
     jax.jit,
-    static_argnames=("config", "max_new_tokens", "flags", "stream", "vocab_limit"),
+    static_argnames=("config", "max_new_tokens", "flags", "stream", "vocab_limit", "empty_cache"),
     donate_argnames=("cache",),
 )
 def prefill_and_decode(
@@ -142,15 +142,18 @@ def prefill_and_decode(
     flags: tuple[bool, bool, bool],
     stream: StreamFn | None = None,
     vocab_limit: int | None = None,
+    empty_cache: bool = False,
 ) -> tuple[jax.Array, jax.Array, jax.Array, KVCache]:
     """Append tokens (B, T) (left padded, mask 0 = pad) to the cache, then sample.
 
     The cache is donated (updated in place). ``flags`` = (greedy, use_top_k, use_top_p);
-    ``knobs`` = (temperature, top_k, top_p) as traced scalars.
+    ``knobs`` = (temperature, top_k, top_p) as traced scalars. ``empty_cache=True`` promises
+    nothing is cached yet (a first prefill: the prompt self-attends, see ``forward``).
     """
     logits, cache = forward(
-        params, tokens, config, token_mask=token_mask, cache=cache, last_only=True, attn_impl="xla"
-    )
+        params, tokens, config, token_mask=token_mask, cache=cache, last_only=True,
+        empty_cache=empty_cache,
+    )  # fmt: skip
     return _decode_loop(
         params, cache, logits[:, 0], key, knobs=knobs, stop_ids=stop_ids,
         config=config, max_new_tokens=max_new_tokens, flags=flags, stream=stream,
@@ -264,14 +267,13 @@ def generate(
     prompt_index = [i for i in range(len(rows)) for _ in range(num_samples)]
     tokens, mask = left_pad([rows[i] for i in prompt_index], config.pad_id, pad_to_multiple)
     batch, t = tokens.shape
-    dtype = params["wte"]["embedding"].dtype
-    cache = init_cache(config, batch, t + sp.max_new_tokens, dtype)
+    cache = init_cache(config, batch, t + sp.max_new_tokens, cache_dtype(params))
     knobs, flags = _knobs(sp)
     out, n_gen, done, _ = prefill_and_decode(
         params, cache, jnp.asarray(tokens), jnp.asarray(mask), make_key(seed),
         knobs=knobs, stop_ids=_stop_array(config, stop_token_ids),
         config=config, max_new_tokens=sp.max_new_tokens, flags=flags, stream=stream,
-        vocab_limit=decodable_ids(tokenizer),
+        vocab_limit=decodable_ids(tokenizer), empty_cache=True,
     )  # fmt: skip
     out, n_gen, done = np.asarray(out), np.asarray(n_gen), np.asarray(done)
     gen = [out[b, : n_gen[b] - int(done[b])].tolist() for b in range(batch)]

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from codegen_core.model.config import CodeGenConfig
-from codegen_core.model.transformer import KVCache, Params, init_cache
+from codegen_core.model.transformer import KVCache, Params, cache_dtype, init_cache
 from codegen_core.sampling.generate import (
     SamplingParams,
     _knobs,
@@ -72,8 +72,7 @@ class Session:
         self.ids: list[int] = []  # the context as tokens
         self._cached: list[int] = []  # tokens whose keys/values are in the cache, in order
         self._slots: list[int] = []  # cache slot of each cached token
-        dtype = params["wte"]["embedding"].dtype
-        self._cache = init_cache(config, 1, self.max_len, dtype)
+        self._cache = init_cache(config, 1, self.max_len, cache_dtype(params))
 
     def send(self, text: str, *, sampling: SamplingParams | None = None) -> str:
         """Append ``text`` to the context, sample a completion, append it (truncated at the
@@ -125,7 +124,7 @@ class Session:
             self.params, self._cache, jnp.asarray(tokens), jnp.asarray(mask), sub,
             knobs=knobs, stop_ids=_stop_array(self.config, self.stop_token_ids),
             config=self.config, max_new_tokens=sp.max_new_tokens, flags=flags,
-            vocab_limit=decodable_ids(self.tokenizer),
+            vocab_limit=decodable_ids(self.tokenizer), empty_cache=keep_slots == 0,
         )  # fmt: skip
         n = int(n_gen[0])
         generated = np.asarray(out)[0, :n].tolist()
