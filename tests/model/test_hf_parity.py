@@ -224,3 +224,27 @@ def test_mismatches_name_the_tensor(codegen_hf: Any, tmp_path: Path) -> None:
     (tmp_path / "junk" / "model.safetensors").write_bytes(b"\x05\x00")
     with pytest.raises(ValueError, match="not a safetensors file"):
         load_hf_checkpoint(tmp_path / "junk")
+
+
+@pytest.mark.parametrize("which", ["codegen_hf", "llama_hf"])
+def test_last_only_equals_the_full_forward(which: str, request: pytest.FixtureRequest) -> None:
+    """last_only runs the final layer for the last position only; the logits must not move,
+    without a cache, into an empty cache, and appended to a filled one."""
+    _, path = request.getfixturevalue(which)
+    config, params = load_hf_checkpoint(path)
+    mask = np.ones_like(IDS)
+    mask[1, :5] = 0
+    full = ours(params, config, IDS, mask)[:, -1]  # (B, V)
+    f = jax.jit(forward, static_argnames=("config", "last_only", "empty_cache"))
+    ids, m = jnp.asarray(IDS), jnp.asarray(mask)
+    no_cache, _ = f(params, ids, config, token_mask=m, last_only=True)
+    empty, cache = f(params, ids, config, token_mask=m, cache=init_cache(config, 2, 32),
+                     last_only=True, empty_cache=True)  # fmt: skip
+    _, part = f(params, ids[:, :16], config, token_mask=m[:, :16],
+                cache=init_cache(config, 2, 32))  # fmt: skip
+    appended, part = f(params, ids[:, 16:], config, token_mask=m[:, 16:], cache=part,
+                       last_only=True)  # fmt: skip
+    for got in (no_cache, empty, appended):
+        assert got.shape == (2, 1, config.vocab_size)
+        np.testing.assert_allclose(np.asarray(got)[:, 0], full, rtol=0, atol=TOL)
+    np.testing.assert_allclose(np.asarray(cache.k[0]), np.asarray(part.k[0]), rtol=0, atol=1e-5)

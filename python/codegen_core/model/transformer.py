@@ -280,7 +280,10 @@ def _attention_block(
     index: jax.Array | int,
     attn_impl: Impl,
     dense_impl: DenseImpl,
+    last: bool = False,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
+    """Attention output (B, T, E), or (B, 1, E) for the last position only with ``last``
+    (keys and values of every position still go to the cache)."""
     # 2-D weight view (a bitcast): a multi-dim einsum makes XLA CPU transpose the weight
     # into a fresh buffer on every call (a full qkv weight copy per decode step).
     three, nh, hs, e = p["qkv"].shape
@@ -301,6 +304,9 @@ def _attention_block(
         cv = jax.lax.dynamic_update_slice(cv, v.reshape(b * nh, t, hs).astype(cv.dtype), (0, 0, 0))
         new_cache = (ax.constrain(ck, CACHE_AXES), ax.constrain(cv, CACHE_AXES))
         layer_cache = None
+    q_offset = index
+    if last:  # only the last query: (B, nh, 1, hs)
+        q, q_offset = q[:, :, -1:], index + t - 1
     if layer_cache is not None:
         ck, cv = layer_cache  # (B * nh, S, hs)
         start = (0, index, 0)
@@ -312,17 +318,17 @@ def _attention_block(
         # reshape into the cache update and run that update twice (a full cache copy per
         # layer per token). q, the mask and the output are small; reshape those instead.
         out = xla_attention(
-            q.reshape(b * nh, t, hs).astype(ck.dtype), ck, cv,
-            key_mask=jnp.repeat(key_mask, nh, axis=0), q_offset=index,
+            q.reshape(b * nh, q.shape[2], hs).astype(ck.dtype), ck, cv,
+            key_mask=jnp.repeat(key_mask, nh, axis=0), q_offset=q_offset,
             sm_scale=config.head_dim**-0.5,
-        ).reshape(b, nh, t, hs)  # fmt: skip
+        ).reshape(q.shape)  # fmt: skip
     else:
         out = attention(
             q,
             k,
             v,
             key_mask=key_mask,
-            q_offset=index,
+            q_offset=q_offset,
             sm_scale=config.head_dim**-0.5,
             impl=attn_impl,
         )  # (B, nh, T, hs)
@@ -334,6 +340,8 @@ def _attention_block(
 def _codegen_block(p: Params, x: jax.Array, config: CodeGenConfig, **kw: Any) -> Any:
     h = _layer_norm(x, p["ln_1"], config.norm_eps)  # (B, T, E)
     attn_out, new_cache = _attention_block(p["attn"], h, config=config, **kw)
+    if kw.get("last"):  # the last position only: (B, 1, E)
+        h, x = h[:, -1:], x[:, -1:]
     mlp, impl = p["mlp"], kw["dense_impl"]
     m = dense(h, mlp["fc_in"]["kernel"], impl) + mlp["fc_in"]["bias"]  # (B, T, F)
     m = ax.constrain(jax.nn.gelu(m, approximate=True), (ax.BATCH, ax.LENGTH, ax.ACT_MLP))
@@ -344,7 +352,7 @@ def _codegen_block(p: Params, x: jax.Array, config: CodeGenConfig, **kw: Any) ->
 def _llama_block(p: Params, x: jax.Array, config: CodeGenConfig, **kw: Any) -> Any:
     h = _rms_norm(x, p["input_norm"], config.norm_eps)
     attn_out, new_cache = _attention_block(p["attn"], h, config=config, **kw)
-    x = x + attn_out
+    x = (x[:, -1:] if kw.get("last") else x) + attn_out  # (B, T or 1, E)
     h = _rms_norm(x, p["post_attention_norm"], config.norm_eps)
     two, f, e = p["mlp"]["gate_up"].shape
     gu = dense(h, p["mlp"]["gate_up"].reshape(two * f, e), kw["dense_impl"])  # (B, T, 2F)
@@ -418,7 +426,9 @@ def forward(
     if isinstance(params["h"], list | tuple):
         for i, p in enumerate(params["h"]):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
-            x, c = block(p, x, config, layer_cache=layer_cache, **kw)
+            # last_only: the final layer computes its output for the last position only
+            last = last_only and i == len(params["h"]) - 1
+            x, c = block(p, x, config, layer_cache=layer_cache, last=last, **kw)
             if c is not None:
                 new_k.append(c[0])
                 new_v.append(c[1])
