@@ -50,25 +50,23 @@ double DenseError(int64_t m, int64_t k, int64_t n, WeightType type, uint32_t see
 
 }  // namespace
 
-TEST(DenseMatchesReferenceF32) {
-  const int64_t shapes[][3] = {{1, 64, 32}, {1, 1000, 37}, {3, 7, 9},  {4, 256, 8},
-                               {5, 129, 17}, {8, 1024, 64}, {9, 24, 15}, {16, 8, 1}};
-  for (const auto& s : shapes) {
-    const double err = DenseError(s[0], s[1], s[2], WeightType::kF32, 1);
-    if (!(err < 1e-5)) {
-      CHECK(false && "f32 dense differs from the reference");
-      std::cerr << "  m=" << s[0] << " k=" << s[1] << " n=" << s[2] << " err=" << err << "\n";
-    }
-  }
-}
+struct DenseCase {
+  int64_t m, k, n;
+  WeightType type;
+};
 
-TEST(DenseMatchesReferenceBf16) {
-  const int64_t shapes[][3] = {{1, 64, 32}, {2, 333, 19}, {4, 512, 24}, {7, 96, 41}};
-  for (const auto& s : shapes) {
-    const double err = DenseError(s[0], s[1], s[2], WeightType::kBF16, 2);
+TEST(DenseMatchesReference) {
+  const WeightType f32 = WeightType::kF32, bf16 = WeightType::kBF16;
+  const DenseCase cases[] = {{1, 64, 32, f32},  {1, 1000, 37, f32}, {3, 7, 9, f32},
+                             {4, 256, 8, f32},  {5, 129, 17, f32},  {8, 1024, 64, f32},
+                             {9, 24, 15, f32},  {16, 8, 1, f32},    {1, 64, 32, bf16},
+                             {2, 333, 19, bf16}, {4, 512, 24, bf16}, {7, 96, 41, bf16}};
+  for (const auto& c : cases) {
+    const double err = DenseError(c.m, c.k, c.n, c.type, static_cast<uint32_t>(c.k + c.n));
     if (!(err < 1e-5)) {
-      CHECK(false && "bf16 dense differs from the reference");
-      std::cerr << "  m=" << s[0] << " k=" << s[1] << " n=" << s[2] << " err=" << err << "\n";
+      CHECK(false && "dense differs from the reference");
+      std::cerr << "  m=" << c.m << " k=" << c.k << " n=" << c.n
+                << (c.type == bf16 ? " bf16" : " f32") << " err=" << err << "\n";
     }
   }
 }
