@@ -58,14 +58,6 @@ void DensePortable(const DenseArgs& a, int64_t n_begin, int64_t n_end, Widen wid
   }
 }
 
-void DenseColumnsPortable(const DenseArgs& a, int64_t n_begin, int64_t n_end) {
-  if (a.w_type == WeightType::kF32) {
-    DensePortable<float>(a, n_begin, n_end, [](float v) { return v; });
-  } else {
-    DensePortable<uint16_t>(a, n_begin, n_end, Bf16ToFloat);
-  }
-}
-
 #if CODEGEN_DENSE_X86
 #define CODEGEN_AVX2 __attribute__((target("avx2,fma")))
 
@@ -182,6 +174,14 @@ void DenseColumns(const DenseArgs& args, int64_t n_begin, int64_t n_end) {
   }
 #endif
   DenseColumnsPortable(args, n_begin, n_end);
+}
+
+void DenseColumnsPortable(const DenseArgs& a, int64_t n_begin, int64_t n_end) {
+  if (a.w_type == WeightType::kF32) {
+    DensePortable<float>(a, n_begin, n_end, [](float v) { return v; });
+  } else {
+    DensePortable<uint16_t>(a, n_begin, n_end, Bf16ToFloat);
+  }
 }
 
 void DenseReference(const DenseArgs& a) {

@@ -32,6 +32,10 @@ struct DenseArgs {
 // (AVX2 + FMA when present, portable loops otherwise). Accumulates in fp32.
 void DenseColumns(const DenseArgs& args, int64_t n_begin, int64_t n_end);
 
+// The portable loops DenseColumns falls back to on CPUs without AVX2 + FMA (exposed so the
+// tests check them on every machine).
+void DenseColumnsPortable(const DenseArgs& args, int64_t n_begin, int64_t n_end);
+
 // The plain, obvious version (one dot product per output, sequential order): the reference
 // the fast path is tested against. Accumulates in double.
 void DenseReference(const DenseArgs& args);

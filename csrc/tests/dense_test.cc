@@ -13,9 +13,12 @@ namespace {
 using codegen::linalg::DenseArgs;
 using codegen::linalg::WeightType;
 
+using ColumnsFn = void (*)(const DenseArgs&, int64_t, int64_t);
+
 // Max |fast - reference| / (1 + |reference|) over the product, with columns computed in two
 // disjoint ranges (as the threaded caller splits them).
-double DenseError(int64_t m, int64_t k, int64_t n, WeightType type, uint32_t seed) {
+double DenseError(ColumnsFn columns, int64_t m, int64_t k, int64_t n, WeightType type,
+                  uint32_t seed) {
   std::mt19937 rng(seed);
   std::normal_distribution<float> normal(0.0f, 1.0f);
   std::vector<float> x(static_cast<size_t>(m * k));
@@ -36,8 +39,8 @@ double DenseError(int64_t m, int64_t k, int64_t n, WeightType type, uint32_t see
   args.n = n;
   args.y = fast.data();
   const int64_t split = n / 3;
-  codegen::linalg::DenseColumns(args, 0, split);
-  codegen::linalg::DenseColumns(args, split, n);
+  columns(args, 0, split);
+  columns(args, split, n);
   args.y = ref.data();
   codegen::linalg::DenseReference(args);
   double worst = 0.0;
@@ -61,12 +64,16 @@ TEST(DenseMatchesReference) {
                              {4, 256, 8, f32},  {5, 129, 17, f32},  {8, 1024, 64, f32},
                              {9, 24, 15, f32},  {16, 8, 1, f32},    {1, 64, 32, bf16},
                              {2, 333, 19, bf16}, {4, 512, 24, bf16}, {7, 96, 41, bf16}};
-  for (const auto& c : cases) {
-    const double err = DenseError(c.m, c.k, c.n, c.type, static_cast<uint32_t>(c.k + c.n));
-    if (!(err < 1e-5)) {
-      CHECK(false && "dense differs from the reference");
-      std::cerr << "  m=" << c.m << " k=" << c.k << " n=" << c.n
-                << (c.type == bf16 ? " bf16" : " f32") << " err=" << err << "\n";
+  // the dispatched path (AVX2 + FMA on most x86 machines) and the portable fallback
+  for (ColumnsFn columns : {&codegen::linalg::DenseColumns, &codegen::linalg::DenseColumnsPortable}) {
+    for (const auto& c : cases) {
+      const double err =
+          DenseError(columns, c.m, c.k, c.n, c.type, static_cast<uint32_t>(c.k + c.n));
+      if (!(err < 1e-5)) {
+        CHECK(false && "dense differs from the reference");
+        std::cerr << "  m=" << c.m << " k=" << c.k << " n=" << c.n
+                  << (c.type == bf16 ? " bf16" : " f32") << " err=" << err << "\n";
+      }
     }
   }
 }
