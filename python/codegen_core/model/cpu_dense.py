@@ -1,11 +1,11 @@
 """``y = x @ w.T`` for decoding on CPU: the native kernel (csrc/linalg/dense.cc) via XLA FFI.
 
 Decoding multiplies a few activation rows by every weight matrix, once per token: the cost is
-reading the weights. XLA CPU's dots reach about 4 GB/s with 8 rows (batch 8) and cannot read
-bf16 weights without a 10x slower path, so small products go to a kernel that streams each
-weight row once, reuses it for all activation rows, widens bf16 in registers and splits the
-columns over XLA's intra-op thread pool. Large products (prefill, training) stay on XLA,
-whose GEMMs are faster there.
+reading the weights. On the 2-core dev machine XLA CPU streams weights at 26 GB/s for one
+row but 11 GB/s for 8 rows (batch 8), and bf16 weights at about 1 GB/s (it has no fast bf16
+dot), so small products go to a kernel that streams each weight row once, reuses it for all
+activation rows, widens bf16 in registers and splits the columns over XLA's intra-op
+thread pool. Large products (prefill, training) stay on XLA, whose GEMMs are faster there.
 
 :func:`dense` is the one entry point; the model calls it for every matmul. The native path
 has a custom VJP (backward through XLA dots), so it is safe under ``jax.grad``.
@@ -23,9 +23,10 @@ import jax.numpy as jnp
 DenseImpl = Literal["auto", "xla", "native"]
 
 _TARGET = "codegen_core_dense"
-# Rows (batch x tokens) up to which "auto" uses the native kernel on CPU. Above it XLA's
-# GEMMs win (measured on the 2-core dev machine: native is 4x faster at 8 rows, about even
-# at 64 and slower beyond).
+# Rows (batch x tokens) up to which "auto" uses the native kernel on CPU. Measured on the
+# 2-core dev machine with 1024 x 4096 weights: fp32 native is 1.2-1.6x XLA at 1-8 rows and
+# even at 16-32; bf16 native is 2-13x XLA up to 32 rows (XLA widens the weight first) and
+# even at 64. Above that, XLA's GEMMs (compute bound, packed) win.
 NATIVE_MAX_ROWS = 32
 
 
