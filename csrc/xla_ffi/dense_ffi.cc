@@ -54,7 +54,8 @@ ffi::Error DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuff
   DenseArgs args;
   args.k = x_dims.back();
   args.n = w_dims[0];
-  args.m = x.element_count() / std::max<int64_t>(args.k, 1);
+  args.m = 1;  // the product of x's leading dims (not element_count / k: k may be 0)
+  for (size_t i = 0; i + 1 < x_dims.size(); ++i) args.m *= x_dims[i];
   if (w_dims[1] != args.k) {
     return ffi::Error::InvalidArgument("codegen_core_dense: x " + ShapeString(x_dims) +
                                        " and w " + ShapeString(w_dims) +

@@ -46,6 +46,11 @@ def test_native_dense_matches_reference(lead: tuple[int, ...], k: int, n: int, d
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-4 * np.sqrt(k))
 
 
+def test_empty_contraction_gives_zeros() -> None:
+    got = jax.jit(native_dense)(jnp.ones((2, 3, 0)), jnp.ones((5, 0), jnp.bfloat16))
+    np.testing.assert_array_equal(np.asarray(got), np.zeros((2, 3, 5), np.float32))
+
+
 def test_native_dense_has_its_avx2_path_or_portable_loops() -> None:
     assert native_dense_available()
     assert isinstance(_core.dense_uses_avx2(), bool)
