@@ -298,22 +298,17 @@ def _attention_block(
     q = ax.constrain(q, (ax.BATCH, ax.ACT_HEADS, ax.LENGTH, ax.ACT_HEAD_DIM))
     new_cache = None
     b, nh, t, hs = k.shape
-    if layer_cache is not None and isinstance(index, int):  # empty cache: write, self-attend
-        ck, cv = layer_cache  # (B * nh, S, hs)
-        ck = jax.lax.dynamic_update_slice(ck, k.reshape(b * nh, t, hs).astype(ck.dtype), (0, 0, 0))
-        cv = jax.lax.dynamic_update_slice(cv, v.reshape(b * nh, t, hs).astype(cv.dtype), (0, 0, 0))
-        new_cache = (ax.constrain(ck, CACHE_AXES), ax.constrain(cv, CACHE_AXES))
-        layer_cache = None
+    if layer_cache is not None:  # write this call's keys/values at slots index .. index + T
+        ck, cv = (
+            jax.lax.dynamic_update_slice(c, x.reshape(b * nh, t, hs).astype(c.dtype), (0, index, 0))
+            for c, x in zip(layer_cache, (k, v), strict=True)
+        )  # (B * nh, S, hs) each
+        ck, cv = ax.constrain(ck, CACHE_AXES), ax.constrain(cv, CACHE_AXES)
+        new_cache = (ck, cv)
     q_offset = index
     if last:  # only the last query: (B, nh, 1, hs)
         q, q_offset = q[:, :, -1:], index + t - 1
-    if layer_cache is not None:
-        ck, cv = layer_cache  # (B * nh, S, hs)
-        start = (0, index, 0)
-        ck = jax.lax.dynamic_update_slice(ck, k.reshape(b * nh, t, hs).astype(ck.dtype), start)
-        cv = jax.lax.dynamic_update_slice(cv, v.reshape(b * nh, t, hs).astype(cv.dtype), start)
-        ck, cv = ax.constrain(ck, CACHE_AXES), ax.constrain(cv, CACHE_AXES)
-        new_cache = (ck, cv)
+    if new_cache is not None and not isinstance(index, int):
         # Attend over the cache as stored: any reshape of it here lets XLA CPU fuse the
         # reshape into the cache update and run that update twice (a full cache copy per
         # layer per token). q, the mask and the output are small; reshape those instead.
@@ -322,16 +317,11 @@ def _attention_block(
             key_mask=jnp.repeat(key_mask, nh, axis=0), q_offset=q_offset,
             sm_scale=config.head_dim**-0.5,
         ).reshape(q.shape)  # fmt: skip
-    else:
+    else:  # no cache, or an empty one (static index 0): the tokens attend among themselves
         out = attention(
-            q,
-            k,
-            v,
-            key_mask=key_mask,
-            q_offset=q_offset,
-            sm_scale=config.head_dim**-0.5,
+            q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=config.head_dim**-0.5,
             impl=attn_impl,
-        )  # (B, nh, T, hs)
+        )  # fmt: skip  # (B, nh, T, hs)
     b, nh, t, hs = out.shape
     out = out.transpose(0, 2, 1, 3).reshape(b, t, nh * hs)  # (B, T, E): small, weight untouched
     return dense(out, p["out"].reshape(-1, nh * hs), dense_impl), new_cache  # (B, T, E)
