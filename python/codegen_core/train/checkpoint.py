@@ -7,7 +7,9 @@ returns; the files are written in the background) and atomic: orbax writes each 
 temporary directory and renames it to ``<step>`` only once every process has finished, so a
 process killed mid-save leaves a temporary directory that :meth:`latest_step` ignores (and a
 new :class:`Checkpointer` deletes), never a half-written ``<step>``
-(``tests/train/test_checkpoint.py`` kills a process mid-save to check this).
+(``tests/train/test_checkpoint.py`` kills a process mid-save to check this). Old steps
+beyond ``keep`` are renamed away before they are deleted, so a kill during a deletion
+cannot leave a half-deleted step behind either.
 
 :meth:`Checkpointer.restore` takes the abstract state *for the current mesh* (shapes, dtypes
 and shardings), so a checkpoint written on one mesh or process count loads onto another:
@@ -21,6 +23,7 @@ coordinates them.
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -31,6 +34,8 @@ import orbax.checkpoint as ocp
 __all__ = ["CheckpointError", "Checkpointer", "abstract_like"]
 
 _ITEMS = ("state", "loader", "config")
+_COMMIT_FILE = "commit_success.txt"  # orbax writes it into a step just before the rename
+_TRASH_PREFIX = ".deleting-"  # a step renamed out of the way before it is deleted
 
 
 class CheckpointError(RuntimeError):
@@ -62,19 +67,22 @@ class Checkpointer:
         self.keep = keep
         self.async_save = async_save
         options = ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
+            max_to_keep=None,  # keep-last-N is done here, atomically (see _collect_garbage)
             create=True,
             cleanup_tmp_directories=True,  # drop what a killed save left behind
             enable_async_checkpointing=async_save,
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
         self._closed = False
+        self._collect_garbage()
 
     # ---- queries ---------------------------------------------------------------------
     def all_steps(self) -> list[int]:
         """Steps with a complete checkpoint, ascending."""
         self._manager.reload()
-        return sorted(self._manager.all_steps())
+        return sorted(
+            s for s in self._manager.all_steps() if (self._step_dir(s) / _COMMIT_FILE).is_file()
+        )
 
     def latest_step(self) -> int | None:
         """The newest complete checkpoint's step, or None when there is none."""
@@ -83,6 +91,23 @@ class Checkpointer:
 
     def _step_dir(self, step: int) -> Path:
         return self.directory / str(step)
+
+    def _collect_garbage(self) -> None:
+        """Delete all but the newest ``keep`` complete checkpoints (process 0 only).
+
+        Orbax's own ``max_to_keep`` deletes a step directory in place, so a kill during the
+        deletion leaves a ``<step>`` with some items gone that still lists as a checkpoint
+        (the SIGKILL test caught exactly that). Here a step is first renamed out of the
+        step namespace (atomic), then deleted; leftovers of killed deletions go next time.
+        """
+        if jax.process_index() != 0 or not self.directory.is_dir():
+            return
+        steps = self.all_steps()
+        for step in steps[: max(0, len(steps) - self.keep)]:
+            self._step_dir(step).replace(self.directory / f"{_TRASH_PREFIX}{step}")
+        for trash in sorted(self.directory.glob(f"{_TRASH_PREFIX}*")):
+            shutil.rmtree(trash, ignore_errors=True)
+        self._manager.reload()
 
     # ---- save ------------------------------------------------------------------------
     def save(
@@ -108,6 +133,7 @@ class Checkpointer:
                 json.dumps(value)
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"{name} must be JSON-serialisable: {exc}") from exc
+        self._collect_garbage()
         if step in self._manager.all_steps():
             return
         args = ocp.args.Composite(
@@ -122,6 +148,7 @@ class Checkpointer:
     def wait(self) -> None:
         """Block until every started save is on disk and finalised."""
         self._manager.wait_until_finished()
+        self._collect_garbage()
 
     def close(self) -> None:
         """Finish pending saves and release orbax's resources (idempotent)."""
