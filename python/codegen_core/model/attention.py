@@ -1,9 +1,11 @@
 """The one attention function of the model.
 
 ``attention`` dispatches to the Pallas flash-attention kernel (``codegen_core.pallas_kernels``)
-when it runs on this backend and the call is a plain causal self-attention over one segment
-(training, full forward); everything else (KV-cache prefill/decode, CPU) takes the XLA path,
-``xla_attention``, which is also the reference the kernel is tested against.
+when it runs on this backend and the call is a causal self-attention (training, full forward,
+packed documents through segment ids); everything else (KV-cache prefill/decode, prefix-LM,
+CPU) takes the XLA path, ``xla_attention``, which is also the reference the kernel is tested
+against. Under an active mesh (``axes.axis_rules``) the kernel runs inside ``shard_map`` over
+the batch and head axes: a ``pallas_call`` is not partitioned automatically.
 """
 
 from __future__ import annotations
@@ -12,25 +14,19 @@ from typing import Literal
 
 import jax
 import jax.numpy as jnp
+from jax.sharding import PartitionSpec
 
-try:  # written concurrently by another package; never required
-    from codegen_core import pallas_kernels as _pk
+from codegen_core.model import axes as ax
+from codegen_core.pallas_kernels import pallas_available as _pallas_available
+from codegen_core.pallas_kernels.flash_attention import flash_attention as _flash
 
-    _flash = getattr(_pk, "flash_attention", None)
-    _pallas_available = getattr(_pk, "pallas_available", None)
-except ImportError:  # pragma: no cover - depends on the install
-    _flash = None
-    _pallas_available = None
-
-Impl = Literal["auto", "xla", "pallas"]
+Impl = Literal["auto", "xla", "pallas", "pallas-interpret"]
 
 _NEG = float(jnp.finfo(jnp.float32).min)
 
 
 def pallas_ok() -> bool:
-    """True when the Pallas flash-attention kernel is importable and runs on this backend."""
-    if _flash is None or _pallas_available is None:
-        return False
+    """True when the compiled Pallas flash-attention kernel runs on this backend (TPU, GPU)."""
     return bool(_pallas_available())
 
 
@@ -48,6 +44,8 @@ def xla_attention(
     key_mask: jax.Array | None,
     q_offset: jax.Array | int,
     sm_scale: float,
+    segment_ids: jax.Array | None = None,
+    prefix_mask: jax.Array | None = None,
 ) -> jax.Array:
     """Causal attention with fp32 scores and softmax.
 
@@ -62,17 +60,37 @@ def xla_attention(
     (over the keys of its query block when blocked; padding rows never reach real tokens).
     With a static (Python int) ``q_offset``, queries go in blocks of ``CAUSAL_BLOCK`` that
     read only the keys they can see.
+
+    Packed documents (self-attention only: ``q_offset == 0``, T == S, 4-D layout):
+    segment_ids (B, S) int: query t additionally needs ``segment_ids[t] == segment_ids[s]``
+    (padding is segment 0: it never reaches a real token, and sees only padding itself, as
+    in the flash kernel). prefix_mask (B, S) bool (prefix-LM): a key in the prefix is
+    visible to every query of its segment, also to earlier ones (no causal blocking then).
     """
     t_len, s_len = q.shape[-2], k.shape[-2]
-    if not isinstance(q_offset, int) or t_len < 2 * CAUSAL_BLOCK:
-        return _attend(q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=sm_scale)
+    if segment_ids is not None or prefix_mask is not None:
+        if q.ndim != 4 or not isinstance(q_offset, int) or q_offset != 0 or t_len != s_len:
+            raise ValueError(
+                "segment_ids / prefix_mask need 4-D self-attention (q_offset=0, T == S), got "
+                f"q={q.shape} k={k.shape} q_offset={q_offset!r}"
+            )
+        for name, x in (("segment_ids", segment_ids), ("prefix_mask", prefix_mask)):
+            if x is not None and x.shape != (q.shape[0], s_len):
+                raise ValueError(f"{name} must be (batch, seq) = {(q.shape[0], s_len)}, "
+                                 f"got {x.shape}")  # fmt: skip
+    if prefix_mask is not None or not isinstance(q_offset, int) or t_len < 2 * CAUSAL_BLOCK:
+        return _attend(q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=sm_scale,
+                       q_seg=segment_ids, k_seg=segment_ids, prefix=prefix_mask)  # fmt: skip
     outs = []
     for t0 in range(0, t_len, CAUSAL_BLOCK):
         t1 = min(t_len, t0 + CAUSAL_BLOCK)
         s1 = max(1, min(s_len, q_offset + t1))  # keys this block can see
         km = None if key_mask is None else key_mask[:, :s1]
+        qs = None if segment_ids is None else segment_ids[:, t0:t1]
+        ks = None if segment_ids is None else segment_ids[:, :s1]
         outs.append(_attend(q[..., t0:t1, :], k[..., :s1, :], v[..., :s1, :], key_mask=km,
-                            q_offset=q_offset + t0, sm_scale=sm_scale))  # fmt: skip
+                            q_offset=q_offset + t0, sm_scale=sm_scale, q_seg=qs,
+                            k_seg=ks))  # fmt: skip
     return jnp.concatenate(outs, axis=-2)
 
 
@@ -84,6 +102,9 @@ def _attend(
     key_mask: jax.Array | None,
     q_offset: jax.Array | int,
     sm_scale: float,
+    q_seg: jax.Array | None = None,
+    k_seg: jax.Array | None = None,
+    prefix: jax.Array | None = None,
 ) -> jax.Array:
     t_len, s_len = q.shape[-2], k.shape[-2]
     scores = jnp.einsum(
@@ -91,10 +112,14 @@ def _attend(
     )  # (B, nh, T, S) or (B * nh, T, S)
     q_slot = q_offset + jnp.arange(t_len)[:, None]  # (T, 1)
     visible = jnp.arange(s_len)[None, :] <= q_slot  # (T, S)
+    if prefix is not None:  # prefix keys: visible to every query (of the same segment)
+        visible = visible | prefix[:, None, None, :]  # (B, 1, T, S)
     if key_mask is not None:
         # (B, 1, 1, S) or (B * nh, 1, S): broadcast over heads (4-D) and queries
         km = key_mask.reshape(key_mask.shape[0], *([1] * (q.ndim - 2)), s_len)
         visible = visible & km
+    if q_seg is not None and k_seg is not None:
+        visible = visible & (q_seg[:, None, :, None] == k_seg[:, None, None, :])  # (B, 1, T, S)
     scores = jnp.where(visible, scores * sm_scale, _NEG)
     probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)  # (..., T, S)
     return jnp.einsum("...ts,...sd->...td", probs, v, preferred_element_type=jnp.float32).astype(
@@ -111,23 +136,82 @@ def attention(
     q_offset: jax.Array | int = 0,
     sm_scale: float | None = None,
     impl: Impl = "auto",
+    segment_ids: jax.Array | None = None,
+    prefix_mask: jax.Array | None = None,
 ) -> jax.Array:
-    """Causal multi-head attention; shapes as in :func:`xla_attention`.
+    """Causal multi-head attention; shapes and masks as in :func:`xla_attention`.
 
     ``impl="auto"`` uses Pallas when :func:`pallas_ok` and the call is self-attention without
-    a cache offset (``q_offset == 0`` as a Python int and T == S); padding is expressed to the
-    kernel as segment ids (padding = segment 0, tokens = segment 1), so real tokens never see
-    padding. ``impl="pallas"`` raises if the kernel cannot be used.
+    a cache offset (``q_offset == 0`` as a Python int and T == S) and without a prefix;
+    padding is expressed to the kernel as segment ids (``key_mask`` False -> segment -1,
+    or 0 when there are no segment ids), so real tokens never see padding. ``impl="pallas"``
+    raises if the kernel cannot be used (a cache offset, or ``prefix_mask``: the kernel has
+    no prefix-LM mask); off TPU/GPU it runs the kernel's plain-jnp reference.
+    ``impl="pallas-interpret"`` runs the Pallas (TPU) kernels in interpret mode: CPU tests.
+    Under an active mesh (``axes.axis_rules``) the kernel is called inside ``shard_map``
+    with batch and heads split by the logical-axis rules (the sequence must not be split).
     """
     if (q.ndim != 4 or k.shape != v.shape or q.shape[:2] != k.shape[:2]
             or q.shape[3] != k.shape[3]):  # fmt: skip
         raise ValueError(f"attention shapes q={q.shape} k={k.shape} v={v.shape} do not match")
+    if impl not in ("auto", "xla", "pallas", "pallas-interpret"):
+        raise ValueError(f"attention impl must be auto, xla, pallas or pallas-interpret, "
+                         f"got {impl!r}")  # fmt: skip
     scale = sm_scale if sm_scale is not None else q.shape[-1] ** -0.5
     self_attn = isinstance(q_offset, int) and q_offset == 0 and q.shape[2] == k.shape[2]
-    use_pallas = impl == "pallas" or (impl == "auto" and self_attn and pallas_ok())
-    if use_pallas:
-        if not self_attn or _flash is None:
-            raise ValueError("impl='pallas' needs self-attention (q_offset=0, T == S)")
-        seg = None if key_mask is None else key_mask.astype(jnp.int32)  # (B, S)
-        return _flash(q, k, v, causal=True, sm_scale=scale, segment_ids=seg)  # (B, nh, T, hs)
-    return xla_attention(q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=scale)
+    use_pallas = impl in ("pallas", "pallas-interpret") or (
+        impl == "auto" and self_attn and prefix_mask is None and pallas_ok()
+    )
+    if not use_pallas:
+        return xla_attention(q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=scale,
+                             segment_ids=segment_ids, prefix_mask=prefix_mask)  # fmt: skip
+    if not self_attn:
+        raise ValueError("impl='pallas' needs self-attention (q_offset=0, T == S)")
+    if prefix_mask is not None:
+        raise ValueError("impl='pallas' has no prefix-LM mask: use impl='xla' (or 'auto')")
+    if segment_ids is not None and segment_ids.shape != (q.shape[0], k.shape[2]):
+        raise ValueError(f"segment_ids must be (batch, seq) = {(q.shape[0], k.shape[2])}, "
+                         f"got {segment_ids.shape}")  # fmt: skip
+    seg = None
+    if segment_ids is not None:
+        seg = segment_ids.astype(jnp.int32)  # (B, S)
+        if key_mask is not None:
+            seg = jnp.where(key_mask, seg, -1)
+    elif key_mask is not None:
+        seg = key_mask.astype(jnp.int32)  # (B, S): padding 0, tokens 1
+    interpret = impl == "pallas-interpret"
+    return _sharded_flash(q, k, v, seg, sm_scale=scale, interpret=interpret)  # (B, nh, T, hs)
+
+
+def _sharded_flash(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    seg: jax.Array | None,
+    *,
+    sm_scale: float,
+    interpret: bool,
+) -> jax.Array:
+    """The flash kernel, inside ``shard_map`` over batch and heads when a mesh is active."""
+
+    def kernel(q: jax.Array, k: jax.Array, v: jax.Array, seg: jax.Array | None) -> jax.Array:
+        return _flash(q, k, v, causal=True, sm_scale=sm_scale, segment_ids=seg,
+                      interpret=interpret)  # fmt: skip
+
+    if not ax._ACTIVE:
+        return kernel(q, k, v, seg)
+    mesh, rules = ax._ACTIVE[-1]
+    spec = ax.logical_to_spec((ax.BATCH, ax.ACT_HEADS, ax.LENGTH, ax.ACT_HEAD_DIM),
+                              tuple(rules.items()))  # fmt: skip
+    if spec[2] is not None or spec[3] is not None:
+        raise ValueError(
+            f"the flash kernel needs whole sequences and heads per device; the axis rules "
+            f"split them as {spec}"
+        )
+    seg_spec = PartitionSpec(spec[0], None)
+    if seg is None:
+        return jax.shard_map(lambda q, k, v: kernel(q, k, v, None), mesh=mesh,
+                             in_specs=(spec, spec, spec), out_specs=spec,
+                             check_vma=False)(q, k, v)  # fmt: skip
+    return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec, seg_spec),
+                         out_specs=spec, check_vma=False)(q, k, v, seg)  # fmt: skip

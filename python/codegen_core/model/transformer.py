@@ -24,7 +24,7 @@ fp32 activations) with fp32 accumulation, fp32 norms, fp32 attention softmax and
 from __future__ import annotations
 
 import math
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -281,6 +281,8 @@ def _attention_block(
     attn_impl: Impl,
     dense_impl: DenseImpl,
     last: bool = False,
+    segment_ids: jax.Array | None = None,
+    prefix_mask: jax.Array | None = None,
 ) -> tuple[jax.Array, tuple[jax.Array, jax.Array] | None]:
     """Attention output (B, T, E), or (B, 1, E) for the last position only with ``last``
     (keys and values of every position still go to the cache)."""
@@ -320,7 +322,7 @@ def _attention_block(
     else:  # no cache, or an empty one (static index 0): the tokens attend among themselves
         out = attention(
             q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=config.head_dim**-0.5,
-            impl=attn_impl,
+            impl=attn_impl, segment_ids=segment_ids, prefix_mask=prefix_mask,
         )  # fmt: skip  # (B, nh, T, hs)
     b, nh, t, hs = out.shape
     out = out.transpose(0, 2, 1, 3).reshape(b, t, nh * hs)  # (B, T, E): small, weight untouched
@@ -357,6 +359,30 @@ def positions_from_mask(token_mask: jax.Array, start: jax.Array | int = 0) -> ja
     return jnp.maximum(pos, 0)
 
 
+def positions_from_segments(segment_ids: jax.Array) -> jax.Array:
+    """Positions restarting at 0 at the first token of every segment (B, T) -> (B, T) int32.
+
+    A segment starts where the id differs from the previous token's; padding (0) counts on
+    like any segment (its positions are never used for a real token).
+    """
+    t = segment_ids.shape[-1]
+    idx = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), segment_ids.shape)
+    starts = jnp.concatenate(
+        [jnp.ones_like(segment_ids[..., :1], bool), segment_ids[..., 1:] != segment_ids[..., :-1]],
+        axis=-1,
+    )  # (B, T): True at the first token of a segment
+    first = jax.lax.cummax(jnp.where(starts, idx, 0), axis=segment_ids.ndim - 1)
+    return idx - first
+
+
+Remat = Literal["none", "full", "dots"]
+
+_REMAT_POLICIES: dict[str, Any] = {
+    "full": jax.checkpoint_policies.nothing_saveable,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+}
+
+
 def forward(
     params: Params,
     tokens: jax.Array,
@@ -364,11 +390,14 @@ def forward(
     *,
     token_mask: jax.Array | None = None,
     positions: jax.Array | None = None,
+    segment_ids: jax.Array | None = None,
+    prefix_mask: jax.Array | None = None,
     cache: KVCache | None = None,
     last_only: bool = False,
     attn_impl: Impl = "auto",
     dense_impl: DenseImpl = "auto",
     empty_cache: bool = False,
+    remat: Remat = "none",
 ) -> tuple[jax.Array, KVCache | None]:
     """Logits (B, T, V) in fp32 (or (B, 1, V) with ``last_only``) and the updated cache.
 
@@ -382,9 +411,36 @@ def forward(
     cache slot, and are written to slots ``0 .. T - 1``.
     attn_impl picks the attention kernel (``attention.attention``), dense_impl the matmul
     kernel (``cpu_dense.dense``).
+
+    Packed documents (training; no cache): ``segment_ids`` (B, T) int, 1.. per document and
+    0 for padding: a token attends only to earlier-or-equal tokens of its own document, and
+    padding never reaches a real token. ``positions`` (B, T) should be the per-document
+    positions the shards store; without them they are derived (restarting per segment).
+    ``prefix_mask`` (B, T) bool (prefix-LM): True marks the bidirectional prefix of each
+    segment; every token of a segment also sees all prefix tokens of that segment (served by
+    the XLA attention path). ``remat`` wraps each layer in ``jax.checkpoint``: "full" saves
+    nothing (recomputes the layer in the backward pass), "dots" saves the matmul outputs
+    without batch dimensions, "none" (default) saves everything.
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be (batch, seq), got shape {tokens.shape}")
+    if remat not in ("none", "full", "dots"):
+        raise ValueError(f"remat must be 'none', 'full' or 'dots', got {remat!r}")
+    for name, x in (("segment_ids", segment_ids), ("prefix_mask", prefix_mask),
+                    ("positions", positions), ("token_mask", token_mask)):  # fmt: skip
+        if x is not None and x.shape != tokens.shape:
+            raise ValueError(f"{name} must have the tokens' shape {tokens.shape}, got {x.shape}")
+    if (segment_ids is not None or prefix_mask is not None) and cache is not None:
+        raise ValueError("segment_ids / prefix_mask are for the full forward (no KV cache)")
+    if prefix_mask is not None and segment_ids is None:
+        segment_ids = jnp.ones(tokens.shape, jnp.int32)  # one segment per row
+    if segment_ids is not None:
+        segment_ids = segment_ids.astype(jnp.int32)
+        if positions is None:
+            positions = positions_from_segments(segment_ids)
+    if prefix_mask is not None:
+        prefix_mask = prefix_mask.astype(bool)
+    packed_no_mask = segment_ids is not None and token_mask is None
     if token_mask is None:
         token_mask = jnp.ones(tokens.shape, bool)
     token_mask = token_mask.astype(bool)
@@ -407,18 +463,29 @@ def forward(
     block = _codegen_block if config.arch == "codegen" else _llama_block
     kw = {
         "rope": rope,
-        "key_mask": key_mask,
+        # packed rows: the segment ids already keep padding away from real tokens
+        "key_mask": None if packed_no_mask else key_mask,
         "index": index,
         "attn_impl": attn_impl,
         "dense_impl": dense_impl,
+        "segment_ids": segment_ids,
+        "prefix_mask": prefix_mask,
     }
+    policy = _REMAT_POLICIES.get(remat)
     new_k, new_v = [], []
     if isinstance(params["h"], list | tuple):
         for i, p in enumerate(params["h"]):
             layer_cache = None if cache is None else (cache.k[i], cache.v[i])
             # last_only: the final layer computes its output for the last position only
             last = last_only and i == len(params["h"]) - 1
-            x, c = block(p, x, config, layer_cache=layer_cache, last=last, **kw)
+            if policy is not None and layer_cache is None:
+
+                def layer(p: Params, x: jax.Array, last: bool = last) -> jax.Array:
+                    return block(p, x, config, layer_cache=None, last=last, **kw)[0]
+
+                x, c = jax.checkpoint(layer, policy=policy)(p, x), None
+            else:
+                x, c = block(p, x, config, layer_cache=layer_cache, last=last, **kw)
             if c is not None:
                 new_k.append(c[0])
                 new_v.append(c[1])
@@ -429,6 +496,8 @@ def forward(
         def step(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
             return block(p, x, config, layer_cache=None, **kw)[0], None
 
+        if policy is not None:
+            step = jax.checkpoint(step, policy=policy, prevent_cse=False)
         x, _ = jax.lax.scan(step, x, params["h"])
     if last_only:
         x = x[:, -1:]
