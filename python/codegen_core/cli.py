@@ -14,6 +14,7 @@ _AREAS = (
     "codegen_core.data.cli",
     "codegen_core.sampling.cli",
     "codegen_core.eval.cli",
+    "codegen_core.train.cli",
 )
 
 

@@ -1,0 +1,256 @@
+"""The loss and the train step: pure functions of (state, batch), jitted with shardings.
+
+State is ``{"params": fp32 stacked params, "opt_state": optax state, "step": int32 ()}``.
+A batch is a dict of (global_batch, T) arrays: ``tokens``, ``segment_ids``, ``positions``,
+optionally ``loss_mask`` and ``prefix_mask`` (from ``objectives.apply_objectives``).
+
+Loss: logits at position t predict ``tokens[t + 1]``; the prediction counts iff
+``segment_ids[t + 1] == segment_ids[t] != 0`` and ``loss_mask[t + 1]``. The loss is the sum
+of the counted cross-entropies over the *global* batch divided by their count, so gradient
+accumulation (a scan over micro-batches summing both) and any sharding give the same
+number. The optional z-loss ``z_loss * logsumexp(logits)**2`` is averaged the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from codegen_core.model import axes as ax
+from codegen_core.model import transformer
+from codegen_core.model.config import CodeGenConfig
+
+State = dict[str, Any]
+Batch = Mapping[str, jax.Array]
+
+BATCH_KEYS = ("tokens", "segment_ids", "positions", "loss_mask", "prefix_mask")
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    """The static knobs of the step (hashable: part of the compiled program's identity)."""
+
+    compute_dtype: str = "float32"  # params are cast to it for the forward; masters stay fp32
+    remat: str = "none"
+    z_loss: float = 0.0
+    micro_batches: int = 1
+    attn_impl: str = "auto"
+
+
+def target_mask(batch: Batch) -> jax.Array:
+    """(B, T - 1) bool: which next-token predictions count (see the module doc)."""
+    seg = batch["segment_ids"]
+    mask = (seg[:, 1:] == seg[:, :-1]) & (seg[:, :-1] != 0)
+    if "loss_mask" in batch:
+        mask = mask & batch["loss_mask"][:, 1:].astype(bool)
+    return mask
+
+
+def loss_sums(
+    params: transformer.Params, batch: Batch, config: CodeGenConfig, opts: StepOptions
+) -> tuple[jax.Array, dict[str, jax.Array]]:
+    """(objective sum, sums) for one (micro-)batch: the summed cross-entropy (+ z-loss)
+    over counted targets, and ``{"ce", "z", "count"}`` sums for the metrics."""
+    compute = transformer.cast_params(params, jnp.dtype(opts.compute_dtype))
+    logits, _ = transformer.forward(
+        compute,
+        batch["tokens"],
+        config,
+        positions=batch["positions"],
+        segment_ids=batch["segment_ids"],
+        prefix_mask=batch.get("prefix_mask"),
+        attn_impl=opts.attn_impl,  # type: ignore[arg-type]
+        remat=opts.remat,  # type: ignore[arg-type]
+    )  # (B, T, V) fp32
+    logits = logits[:, :-1]  # (B, T - 1, V): position t predicts token t + 1
+    targets = batch["tokens"][:, 1:]  # (B, T - 1)
+    mask = target_mask(batch).astype(jnp.float32)  # (B, T - 1)
+    lse = jax.nn.logsumexp(logits, axis=-1)  # (B, T - 1)
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # (B, T - 1)
+    ce = jnp.sum((lse - picked) * mask)
+    z = jnp.sum(jnp.square(lse) * mask)
+    objective = ce + opts.z_loss * z if opts.z_loss else ce
+    return objective, {"ce": ce, "z": z, "count": jnp.sum(mask)}
+
+
+def _split_micro(batch: Batch, m: int) -> dict[str, jax.Array]:
+    """(B, T) -> (m, B / m, T): micro-batch i takes rows i, i + m, i + 2m, ... so that each
+    device's contiguous block of the batch holds an equal share of every micro-batch."""
+    out = {}
+    for key, x in batch.items():
+        b = x.shape[0]
+        if b % m:
+            raise ValueError(f"batch of {b} rows does not split into {m} micro-batches")
+        y = x.reshape(b // m, m, *x.shape[1:]).swapaxes(0, 1)  # (m, B / m, T)
+        out[key] = ax.constrain(y, (None, ax.BATCH, ax.LENGTH))
+    return out
+
+
+def grads_and_sums(
+    params: transformer.Params, batch: Batch, config: CodeGenConfig, opts: StepOptions
+) -> tuple[Any, dict[str, jax.Array]]:
+    """Gradient of the *summed* objective and the sums, over all micro-batches."""
+    grad_fn = jax.grad(loss_sums, has_aux=True)
+    if opts.micro_batches == 1:
+        return grad_fn(params, batch, config, opts)
+    micro = _split_micro(batch, opts.micro_batches)
+
+    def body(carry: Any, mb: dict[str, jax.Array]) -> tuple[Any, None]:
+        g_acc, s_acc = carry
+        g, s = grad_fn(params, mb, config, opts)
+        return (jax.tree.map(jnp.add, g_acc, g), jax.tree.map(jnp.add, s_acc, s)), None
+
+    zeros_g = jax.tree.map(jnp.zeros_like, params)
+    zeros_s = {k: jnp.zeros((), jnp.float32) for k in ("ce", "z", "count")}
+    (grads, sums), _ = jax.lax.scan(body, (zeros_g, zeros_s), micro)
+    return grads, sums
+
+
+def train_step(
+    state: State,
+    batch: Batch,
+    *,
+    config: CodeGenConfig,
+    optimizer: optax.GradientTransformation,
+    schedule: Callable[[Any], Any],
+    opts: StepOptions,
+) -> tuple[State, dict[str, jax.Array]]:
+    """One optimizer step. A non-finite loss or gradient leaves params and optimizer state
+    unchanged (``metrics["finite"]`` is False); the loop then stops or goes on by policy."""
+    grads, sums = grads_and_sums(state["params"], batch, config, opts)
+    count = jnp.maximum(sums["count"], 1.0)
+    grads = jax.tree.map(lambda g: g / count, grads)  # gradient of the mean
+    loss = sums["ce"] / count
+    grad_norm = optax.global_norm(grads)
+    updates, new_opt = optimizer.update(grads, state["opt_state"], state["params"])
+    new_params = optax.apply_updates(state["params"], updates)
+    finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
+    new_state = {
+        "params": keep(new_params, state["params"]),
+        "opt_state": keep(new_opt, state["opt_state"]),
+        "step": state["step"] + 1,
+    }
+    metrics = {
+        "loss": loss,
+        "z_loss": sums["z"] / count,
+        "grad_norm": grad_norm,
+        "lr": jnp.asarray(schedule(state["step"]), jnp.float32),
+        "tokens": sums["count"],
+        "finite": finite,
+    }
+    return new_state, metrics
+
+
+def eval_step(
+    params: transformer.Params,
+    batch: Batch,
+    token_bytes: jax.Array,
+    *,
+    config: CodeGenConfig,
+    opts: StepOptions,
+) -> dict[str, jax.Array]:
+    """Summed held-out cross-entropy, target count and target bytes (for bits per byte)."""
+    _, sums = loss_sums(params, batch, config, opts)
+    mask = target_mask(batch)
+    nbytes = jnp.sum(jnp.where(mask, token_bytes[batch["tokens"][:, 1:]], 0))
+    return {"ce": sums["ce"], "count": sums["count"], "bytes": nbytes.astype(jnp.float32)}
+
+
+# ---- sharded state ------------------------------------------------------------------------
+def state_shardings(
+    config: CodeGenConfig, optimizer: optax.GradientTransformation, mesh: Mesh
+) -> State:
+    """NamedShardings of the state: params by the rules table, optimizer moments like the
+    params they mirror, scalars (counts, step) replicated."""
+    param_sh = ax.param_shardings(transformer.param_axes(config, stacked=True), mesh)
+    abstract_params = jax.eval_shape(
+        lambda: transformer.init_unjitted(config, jax.random.key(0), stacked=True)
+    )
+    abstract_opt = jax.eval_shape(optimizer.init, abstract_params)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    opt_sh = optax.tree_map_params(
+        optimizer,
+        lambda _, sh: sh,
+        abstract_opt,
+        param_sh,
+        transform_non_params=lambda _: replicated,
+        is_leaf=lambda x: isinstance(x, NamedSharding),
+    )
+    return {"params": param_sh, "opt_state": opt_sh, "step": replicated}
+
+
+def abstract_state(
+    config: CodeGenConfig, optimizer: optax.GradientTransformation, mesh: Mesh
+) -> State:
+    """ShapeDtypeStructs with shardings for the whole state (what a restore needs)."""
+    shardings = state_shardings(config, optimizer, mesh)
+
+    def build() -> State:
+        params = transformer.init_unjitted(config, jax.random.key(0), stacked=True)
+        return {"params": params, "opt_state": optimizer.init(params),
+                "step": jnp.zeros((), jnp.int32)}  # fmt: skip
+
+    shapes = jax.eval_shape(build)
+    return jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), shapes, shardings
+    )
+
+
+def init_state(
+    config: CodeGenConfig,
+    optimizer: optax.GradientTransformation,
+    mesh: Mesh,
+    *,
+    seed: int = 0,
+    params: transformer.Params | None = None,
+) -> State:
+    """A fresh state placed on ``mesh``: random params (``seed``) or the given ones."""
+    shardings = state_shardings(config, optimizer, mesh)
+
+    def build(p: transformer.Params | None) -> State:
+        if p is None:
+            p = transformer.init_unjitted(config, jax.random.key(seed), stacked=True)
+        p = jax.tree.map(lambda x: x.astype(jnp.float32), p)
+        return {"params": p, "opt_state": optimizer.init(p), "step": jnp.zeros((), jnp.int32)}
+
+    if params is not None:
+        params = transformer.stack_layers(params)
+    with ax.axis_rules(mesh):
+        return jax.jit(build, out_shardings=shardings)(params)
+
+
+def compile_train_step(
+    config: CodeGenConfig,
+    optimizer: optax.GradientTransformation,
+    schedule: Callable[[Any], Any],
+    opts: StepOptions,
+    mesh: Mesh,
+) -> Callable[[State, Batch], tuple[State, dict[str, jax.Array]]]:
+    """``step(state, batch) -> (state, metrics)`` jitted with the state's shardings (the
+    state argument is donated). Call it inside ``axes.axis_rules(mesh)``."""
+    sh = state_shardings(config, optimizer, mesh)
+
+    def fn(state: State, batch: Batch) -> tuple[State, dict[str, jax.Array]]:
+        return train_step(state, batch, config=config, optimizer=optimizer, schedule=schedule,
+                          opts=opts)  # fmt: skip
+
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(fn, in_shardings=(sh, None), out_shardings=(sh, replicated), donate_argnums=0)
+
+
+def compile_eval_step(
+    config: CodeGenConfig, opts: StepOptions, mesh: Mesh
+) -> Callable[[transformer.Params, Batch, jax.Array], dict[str, jax.Array]]:
+    replicated = NamedSharding(mesh, PartitionSpec())
+
+    def fn(params: transformer.Params, batch: Batch, token_bytes: jax.Array) -> Any:
+        return eval_step(params, batch, token_bytes, config=config, opts=opts)
+
+    return jax.jit(fn, out_shardings=replicated)
