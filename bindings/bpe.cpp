@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <memory>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -35,12 +36,24 @@ std::string_view Utf8View(const py::handle& text) {
   return {data, static_cast<size_t>(size)};
 }
 
-SpecialPolicy MakePolicy(const std::optional<std::vector<uint32_t>>& allowed_special) {
+using IdList = std::optional<std::vector<uint32_t>>;
+
+// allowed: the special ids an encode call may produce (None = all). disallowed: the special
+// ids that are an error when they are not allowed (None = every one not allowed); any other
+// special token is encoded as ordinary text. The defaults of the bound methods are
+// tiktoken's: nothing allowed, everything disallowed.
+SpecialPolicy MakePolicy(const IdList& allowed, const IdList& disallowed) {
   SpecialPolicy policy;
-  if (allowed_special) {
+  if (allowed) {
     policy.allow_all = false;
-    policy.allowed = *allowed_special;
+    policy.allowed = *allowed;
     std::sort(policy.allowed.begin(), policy.allowed.end());
+  }
+  if (disallowed) {
+    policy.rejected = *disallowed;
+    std::sort(policy.rejected.begin(), policy.rejected.end());
+  } else {
+    policy.reject_all = true;
   }
   return policy;
 }
@@ -194,10 +207,11 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
            "added_tokens: [(content, id, special, lstrip, rstrip, normalized)].")
       .def(
           "encode",
-          [](const BoundTokenizer& self, const py::str& text,
-             const std::optional<std::vector<uint32_t>>& allowed_special) {
+          [](const BoundTokenizer& self, const py::str& text, const IdList& allowed_special,
+             const IdList& disallowed_special) {
+            // `text` holds a reference to the str for the whole call, so the view stays valid.
             const std::string_view view = Utf8View(text);
-            const SpecialPolicy policy = MakePolicy(allowed_special);
+            const SpecialPolicy policy = MakePolicy(allowed_special, disallowed_special);
             std::vector<uint32_t> ids;
             {
               py::gil_scoped_release release;
@@ -205,24 +219,31 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
             }
             return self.ToList(ids);
           },
-          py::arg("text"), py::arg("allowed_special") = py::none(),
+          py::arg("text"), py::arg("allowed_special") = std::vector<uint32_t>{},
+          py::arg("disallowed_special") = py::none(),
           "Token ids of text. allowed_special: ids of the special tokens that may be produced "
-          "(None = all); the others are encoded as ordinary text.")
+          "(None = all); disallowed_special: ids that raise ValueError when not allowed (None = "
+          "every special token not allowed); other special tokens are encoded as text.")
       .def(
           "encode_batch",
-          [](const BoundTokenizer& self, const py::list& texts,
-             const std::optional<std::vector<uint32_t>>& allowed_special, size_t num_threads,
-             bool flat) -> py::object {
+          [](const BoundTokenizer& self, const py::list& texts, const IdList& allowed_special,
+             const IdList& disallowed_special, size_t num_threads, bool flat) -> py::object {
+            // The views point into the str objects; `owners` holds a reference to each, so
+            // they stay valid while the GIL is released even if another thread empties or
+            // changes the caller's list meanwhile.
+            std::vector<py::object> owners;
             std::vector<std::string_view> views;
+            owners.reserve(texts.size());
             views.reserve(texts.size());
             for (size_t i = 0; i < texts.size(); ++i) {
+              owners.push_back(texts[i]);
               try {
-                views.push_back(Utf8View(texts[i]));
+                views.push_back(Utf8View(owners.back()));
               } catch (py::type_error& e) {
                 throw py::type_error("texts[" + std::to_string(i) + "]: " + e.what());
               }
             }
-            const SpecialPolicy policy = MakePolicy(allowed_special);
+            const SpecialPolicy policy = MakePolicy(allowed_special, disallowed_special);
             std::vector<std::vector<uint32_t>> results;
             {
               py::gil_scoped_release release;
@@ -253,7 +274,8 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
             }
             return py::make_tuple(ids, offsets);
           },
-          py::arg("texts"), py::arg("allowed_special") = py::none(), py::arg("num_threads") = 0,
+          py::arg("texts"), py::arg("allowed_special") = std::vector<uint32_t>{},
+          py::arg("disallowed_special") = py::none(), py::arg("num_threads") = 0,
           py::arg("flat") = false,
           "Encodes a list of str on native threads (0 = all cores). flat=True returns "
           "(ids: uint32[total], offsets: int64[len(texts) + 1]).")

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <stdexcept>
+#include <string>
 #include <unordered_set>
 
 #include "bpe/unicode.h"
@@ -10,6 +11,10 @@ namespace codegen::bpe {
 
 bool SpecialPolicy::Allows(uint32_t id) const {
   return allow_all || std::binary_search(allowed.begin(), allowed.end(), id);
+}
+
+bool SpecialPolicy::Rejects(uint32_t id) const {
+  return reject_all || std::binary_search(rejected.begin(), rejected.end(), id);
 }
 
 void AddedTokenTrie::Insert(std::string_view content, uint32_t token_index) {
@@ -96,6 +101,14 @@ void AddedTokenSplitter::SplitPass(const AddedTokenTrie& trie, std::string_view 
     }
     const AddedToken& token = tokens_[index];
     if (token.special && !policy.Allows(token.id)) {
+      if (policy.Rejects(token.id)) {
+        throw std::invalid_argument(
+            "text contains the special token '" + token.content + "' (id " +
+            std::to_string(token.id) + ") at byte offset " + std::to_string(offset + i) +
+            ", which is disallowed: encode it as text (encode_ordinary, or "
+            "disallowed_special=()) or as the control token (allowed_special={'" +
+            token.content + "'})");
+      }
       i += len;  // the span is consumed but stays ordinary text
       continue;
     }

@@ -31,11 +31,17 @@ struct Segment {
   int64_t token;  // added token id, or -1 for ordinary text
 };
 
-// Which special tokens an encode call may produce; the others are encoded as text.
+// Which special tokens an encode call may produce. A special token that is not allowed is
+// encoded as ordinary text, unless it is rejected: then Split throws std::invalid_argument
+// naming it and its byte offset (tiktoken's `disallowed_special`). The default is HF's: every
+// special token is allowed; the Python API passes a safe policy (see tokenizer/core.py).
 struct SpecialPolicy {
   bool allow_all = true;
   std::vector<uint32_t> allowed;  // sorted; used when !allow_all
+  bool reject_all = false;        // every special token that is not allowed is rejected
+  std::vector<uint32_t> rejected;  // sorted; used when !reject_all
   bool Allows(uint32_t id) const;
+  bool Rejects(uint32_t id) const;  // asked only for tokens that are not allowed
 };
 
 // A byte trie over the contents of one group of added tokens. Owns its nodes.

@@ -5,6 +5,7 @@
 #include <functional>
 #include <limits>
 #include <stdexcept>
+#include <string>
 #include <unordered_map>
 
 namespace codegen::bpe {
@@ -268,8 +269,17 @@ void BpeModel::MergeLarge(std::string_view piece, EncodeScratch* scratch,
   MergeWithQueue(piece, scratch, &heap, out);
 }
 
+void BpeModel::CheckPieceSize(std::string_view piece) {
+  if (piece.size() > kMaxPieceBytes) {
+    throw std::invalid_argument("a single pre-tokenized piece of " + std::to_string(piece.size()) +
+                                " bytes is longer than the tokenizer's limit of " +
+                                std::to_string(kMaxPieceBytes) + " bytes");
+  }
+}
+
 void BpeModel::EncodePieceUncached(std::string_view piece, EncodeScratch* scratch,
                                    std::vector<uint32_t>* out) const {
+  CheckPieceSize(piece);
   if (piece.size() > kSmallPiece) {
     MergeLarge(piece, scratch, out);
     return;
@@ -283,6 +293,7 @@ void BpeModel::EncodePieceUncached(std::string_view piece, EncodeScratch* scratc
 
 void BpeModel::EncodePiece(std::string_view piece, EncodeScratch* scratch,
                            std::vector<uint32_t>* out) const {
+  CheckPieceSize(piece);
   if (piece.size() == 1) {
     out->push_back(byte_ids_[static_cast<unsigned char>(piece[0])]);
     return;

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <limits>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -44,7 +45,12 @@ class BpeModel {
   BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
            const std::vector<std::pair<std::string, std::string>>& merges, bool ignore_merges);
 
-  // Appends the ids of one piece (raw bytes, non-empty) to *out.
+  // The longest piece BPE accepts: symbol links and queued positions are 32-bit, so a longer
+  // piece (2 GiB or more: one run of letters, digits or spaces) is an error, never a wrap.
+  static constexpr size_t kMaxPieceBytes = std::numeric_limits<int32_t>::max();
+
+  // Appends the ids of one piece (raw bytes, non-empty) to *out. Throws
+  // std::invalid_argument for a piece longer than kMaxPieceBytes.
   void EncodePiece(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
 
   // The same without any cache: the plain algorithm, for tests and the whole-token table.
@@ -64,6 +70,7 @@ class BpeModel {
   const Merge* FindMerge(uint32_t left, uint32_t right) const {
     return merges_.Find(PairKey(left, right));
   }
+  static void CheckPieceSize(std::string_view piece);  // throws above kMaxPieceBytes
   void MergeSmall(EncodeScratch* scratch) const;  // scratch->ids in, merged in place
   void MergeLarge(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
   // One symbol per byte of piece; on_pair(rank, position) for each adjacent pair with a merge.

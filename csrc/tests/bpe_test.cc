@@ -1,7 +1,11 @@
 // Unit tests of the tokenizer core on small hand-made vocabularies (no data files needed).
+#include <sys/mman.h>
+
+#include <stdexcept>
 #include <string>
 #include <vector>
 
+#include "bpe/bpe_model.h"
 #include "bpe/byte_level.h"
 #include "bpe/pretokenizer.h"
 #include "bpe/tokenizer.h"
@@ -121,6 +125,70 @@ TEST(AddedTokensLeftmostLongestBeforePreTokenization) {
   const auto plain = Encode(tok, "<eos>", none);
   CHECK(plain.size() > 1);
   CHECK(tok.DecodeBytes(plain.data(), plain.size(), false) == "<eos>");
+}
+
+TEST(DisallowedSpecialTokensAreRejectedNotEncoded) {
+  const Tokenizer tok(SmallSpec());
+  SpecialPolicy safe;  // the Python default: nothing allowed, every special token rejected
+  safe.allow_all = false;
+  safe.reject_all = true;
+  CHECK_EQ(Encode(tok, "ab  c", safe), Encode(tok, "ab  c"));  // non-special added tokens stay
+  CHECK_THROWS(Encode(tok, "a<eos>b", safe));
+  std::string message;
+  try {
+    Encode(tok, "xy<eos>", safe);
+  } catch (const std::invalid_argument& e) {
+    message = e.what();
+  }
+  CHECK(message.find("'<eos>' (id 300) at byte offset 2") != std::string::npos);
+  SpecialPolicy listed;  // reject only the listed ids; the others become text
+  listed.allow_all = false;
+  listed.rejected = {300};
+  CHECK_THROWS(Encode(tok, "<eos>", listed));
+  listed.rejected = {299};
+  CHECK(Encode(tok, "<eos>", listed).size() > 1);
+  SpecialPolicy allowed = safe;  // an allowed token is never rejected
+  allowed.allowed = {300};
+  CHECK_EQ(Encode(tok, "a<eos>", allowed), (std::vector<uint32_t>{'a', 300}));
+  const std::vector<std::string_view> batch = {"fine", "bad<eos>"};
+  message.clear();
+  try {
+    tok.EncodeBatch(batch, safe, 2);
+  } catch (const std::invalid_argument& e) {
+    message = e.what();
+  }
+  CHECK(message.rfind("texts[1]: ", 0) == 0);
+}
+
+TEST(PiecesOf2GiBAreAnErrorNotAWrap) {
+  // 2^31 zero bytes, backed by the kernel's zero page (MAP_NORESERVE): no real memory.
+  const size_t size = size_t{1} << 31;
+  void* data = mmap(nullptr, size, PROT_READ, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+  CHECK(data != MAP_FAILED);
+  if (data == MAP_FAILED) return;
+  const std::string_view huge(static_cast<const char*>(data), size);
+  std::vector<std::pair<std::string, uint32_t>> vocab;
+  for (int b = 0; b < 256; ++b) vocab.emplace_back(std::string(1, static_cast<char>(b)), b);
+  const codegen::bpe::BpeModel model(vocab, {}, false);
+  codegen::bpe::EncodeScratch scratch;
+  std::vector<uint32_t> out;
+  CHECK(codegen::bpe::BpeModel::kMaxPieceBytes == size - 1);
+  // The size check comes first: invalid_argument naming the size, before any allocation.
+  for (const bool cached : {true, false}) {
+    std::string message;
+    try {
+      if (cached) {
+        model.EncodePiece(huge, &scratch, &out);
+      } else {
+        model.EncodePieceUncached(huge, &scratch, &out);
+      }
+    } catch (const std::invalid_argument& e) {
+      message = e.what();
+    }
+    CHECK(message.find("piece of 2147483648 bytes") != std::string::npos);
+  }
+  CHECK(out.empty() && scratch.symbols.empty());
+  munmap(data, size);
 }
 
 TEST(DecodeRejectsUnknownIds) {

@@ -16,11 +16,17 @@ class BPETokenizer:
         use_regex: bool = True,
         ignore_merges: bool = False,
     ) -> None: ...
-    def encode(self, text: str, allowed_special: list[int] | None = None) -> list[int]: ...
+    def encode(
+        self,
+        text: str,
+        allowed_special: list[int] | None = ...,  # default [] (none); None = all
+        disallowed_special: list[int] | None = None,  # None = every special not allowed
+    ) -> list[int]: ...
     def encode_batch(
         self,
         texts: list[str],
-        allowed_special: list[int] | None = None,
+        allowed_special: list[int] | None = ...,
+        disallowed_special: list[int] | None = None,
         num_threads: int = 0,
         flat: bool = False,
     ) -> list[list[int]] | tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]: ...
@@ -82,3 +88,6 @@ def cluster_roots(
 # ---- CPU kernels (XLA FFI) ----------------------------------------------------------------
 def xla_ffi_targets() -> dict[str, object]: ...  # name -> PyCapsule of the handler
 def dense_uses_avx2() -> bool: ...
+def stream_read(
+    buffer: np.ndarray, num_threads: int = 0, reps: int = 5
+) -> tuple[int, list[float]]: ...  # (checksum, seconds per read pass)

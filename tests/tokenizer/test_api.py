@@ -59,23 +59,55 @@ def test_codegen2_layout() -> None:
         assert tok.token_to_id(token) == id_
         assert tok.id_to_token(id_) == token
     prompt = "def f():\n<mask_1>\n    return 1<|endoftext|><sep><mask_1>"
-    ids = tok.encode(prompt)
+    ids = tok.encode(prompt, allowed_special="all")
     assert ids[-3:] == [50256, 50317, 51199]
     assert tok.decode(ids) == prompt
     assert "<mask_1>" not in tok.decode(ids, skip_special_tokens=True)
+    plain = tok.encode_ordinary(prompt)
+    assert plain[:3] == ids[:3] and tok.decode(plain) == prompt
+    assert not set(plain) & set(tok.special_tokens.values())
 
 
-def test_allowed_special(codegen) -> None:
+def test_special_text_is_never_silently_a_control_token(codegen) -> None:
+    """The default is tiktoken's: special-token text raises unless allowed or made text."""
     text = "a<|endoftext|>b"
-    assert codegen.encode(text) == [64, 50256, 65]
-    plain = codegen.encode(text, allowed_special="none")
+    with pytest.raises(ValueError, match=r"'<\|endoftext\|>' \(id 50256\) at byte offset 1"):
+        codegen.encode(text)
+    with pytest.raises(ValueError, match=r"texts\[1\]: .*<\|endoftext\|>"):
+        codegen.encode_batch(["fine", text])
+    with pytest.raises(ValueError, match="disallowed"):
+        codegen.encode_batch_flat([text])
+    plain = codegen.encode_ordinary(text)
     assert 50256 not in plain and codegen.decode(plain) == text
-    assert codegen.encode_ordinary(text) == plain
+    assert codegen.encode(text, disallowed_special=()) == plain
+    assert codegen.encode(text, allowed_special="none", disallowed_special=()) == plain
+    assert codegen.encode_ordinary_batch([text, "x"]) == [plain, [87]]
+    assert codegen.encode(text, allowed_special="all") == [64, 50256, 65]
     assert codegen.encode(text, allowed_special={"<|endoftext|>"}) == [64, 50256, 65]
+    assert codegen.encode_batch([text], allowed_special="all") == [[64, 50256, 65]]
+    # whitespace runs are vocabulary, not control tokens: the same ids in every mode
+    assert codegen.encode_ordinary("    x") == codegen.encode("    x") == [50284, 87]
     with pytest.raises(ValueError, match="not special"):
         codegen.encode(text, allowed_special={"<nope>"})
+    with pytest.raises(ValueError, match="not special"):
+        codegen.encode(text, disallowed_special={"    "})
     with pytest.raises(TypeError, match="allowed_special"):
         codegen.encode(text, allowed_special="<|endoftext|>")
+    with pytest.raises(TypeError, match="disallowed_special"):
+        codegen.encode(text, disallowed_special="none")
+
+
+def test_disallowed_special_is_a_subset() -> None:
+    tok = Tokenizer.codegen2()
+    text = "<mask_1>x<sep>"
+    # only <sep> raises; <mask_1> is neither allowed nor disallowed: text
+    with pytest.raises(ValueError, match="'<sep>'"):
+        tok.encode(text, disallowed_special={"<sep>"})
+    ids = tok.encode(text, allowed_special={"<sep>"}, disallowed_special={"<sep>"})
+    assert ids[-1] == 50317 and 51199 not in ids
+    assert tok.encode(text, allowed_special={"<mask_1>"}, disallowed_special=())[0] == 51199
+    with pytest.raises(ValueError, match="'<sep>'"):  # "all" = every special not allowed
+        tok.encode(text, allowed_special={"<mask_1>"})
 
 
 def test_decode_bytes_and_replacement(codegen) -> None:
@@ -197,6 +229,6 @@ def test_added_token_flags_match_hf(tmp_path, gpt2_json) -> None:
         "ĠĠhi there",
         "  <R>",
     ]:
-        assert ours.encode(text) == theirs.encode(text).ids, text
-        ids = ours.encode(text)
+        ids = ours.encode(text, allowed_special="all")
+        assert ids == theirs.encode(text).ids, text
         assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=False), text

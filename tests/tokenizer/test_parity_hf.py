@@ -28,12 +28,12 @@ def test_every_stdlib_file(pair, stdlib_texts) -> None:
     ours, hf = pair
     texts = [t for _, t in stdlib_texts]
     expected = [e.ids for e in hf.encode_batch(texts)]
-    got = ours.encode_batch(texts)
+    got = ours.encode_batch(texts, allowed_special="all")  # HF makes special text control ids
     mismatched = [
         name for (name, _), a, b in zip(stdlib_texts, got, expected, strict=True) if a != b
     ]
     assert not mismatched, f"{len(mismatched)} files differ, e.g. {mismatched[:5]}"
-    flat, offsets = ours.encode_batch_flat(texts)
+    flat, offsets = ours.encode_batch_flat(texts, allowed_special="all")
     assert offsets[-1] == len(flat) == sum(len(e) for e in expected)
     assert flat[offsets[7] : offsets[8]].tolist() == expected[7]
 
@@ -41,7 +41,7 @@ def test_every_stdlib_file(pair, stdlib_texts) -> None:
 def test_decode_round_trip_on_stdlib(pair, stdlib_texts) -> None:
     ours, hf = pair
     for _, text in stdlib_texts[::10]:
-        ids = ours.encode(text)
+        ids = ours.encode(text, allowed_special="all")
         assert ours.decode(ids) == text
         assert hf.decode(ids, skip_special_tokens=False) == text
 
@@ -80,7 +80,7 @@ GOLDEN = {
 def test_golden_ids(name: str) -> None:
     tok = Tokenizer.from_file(shared_path("tokenizers", name, "tokenizer.json"))
     for text, ids in GOLDEN[name].items():
-        assert tok.encode(text) == ids, text
+        assert tok.encode(text, allowed_special="all") == ids, text
 
 
 # Text that stresses the pre-tokenizer: whitespace runs of every kind, CRLF, digits, emoji,
@@ -106,8 +106,31 @@ text_strategy = st.one_of(
 )
 def test_hypothesis_matches_hf(pair, text: str) -> None:
     ours, hf = pair
-    ids = ours.encode(text)
+    ids = ours.encode(text, allowed_special="all")
     assert ids == hf.encode(text).ids
+    assert ours.decode(ids) == text
+
+
+def _hf_ordinary(hf: object) -> object:
+    """A copy of an HF tokenizer that encodes special-token text as text."""
+    plain = hf_tokenizers.Tokenizer.from_str(hf.to_str())  # type: ignore[attr-defined]
+    plain.encode_special_tokens = True
+    return plain
+
+
+@given(text=text_strategy)
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_hypothesis_ordinary_matches_hf_encode_special_tokens(pair, text: str) -> None:
+    """encode_ordinary is HF with ``encode_special_tokens = True``; whitespace tokens stay."""
+    ours, hf = pair
+    plain = _CACHE.setdefault(f"ordinary:{id(hf)}", (ours, _hf_ordinary(hf)))[1]
+    ids = ours.encode_ordinary(text)
+    assert ids == plain.encode(text).ids  # type: ignore[attr-defined]
+    assert ours.encode(text, disallowed_special=()) == ids
     assert ours.decode(ids) == text
 
 

@@ -10,7 +10,7 @@ from typing import Literal
 import numpy as np
 import numpy.typing as npt
 
-from codegen_core import _core
+from codegen_core._core import BPETokenizer
 from codegen_core.tokenizer.spec import (
     GPT2_EOS,
     TokenizerSpec,
@@ -19,7 +19,13 @@ from codegen_core.tokenizer.spec import (
     load_tokenizer_json,
 )
 
-AllowedSpecial = Literal["all", "none"] | AbstractSet[str]
+#: Special tokens an encode call may turn into their ids: "all", a set (or tuple) of their
+#: strings, or "none" (the same as an empty set).
+AllowedSpecial = Literal["all", "none"] | AbstractSet[str] | tuple[str, ...]
+#: Special tokens whose text makes an encode call raise ``ValueError`` unless allowed: "all"
+#: (every special token not allowed) or a set of their strings; ``()`` = none.
+DisallowedSpecial = Literal["all"] | AbstractSet[str] | tuple[str, ...]
+_Policy = tuple[list[int] | None, list[int] | None]  # (allowed ids, disallowed ids); None = all
 IdsLike = Sequence[int] | npt.NDArray[np.integer]
 
 
@@ -57,7 +63,7 @@ class Tokenizer:
         if not isinstance(spec, TokenizerSpec):
             raise TypeError(f"spec must be a TokenizerSpec, got {type(spec).__name__}")
         self._spec = spec
-        self._core = _core.BPETokenizer(
+        self._core = BPETokenizer(
             list(spec.vocab.items()),
             list(spec.merges),
             [
@@ -69,6 +75,8 @@ class Tokenizer:
             ignore_merges=spec.ignore_merges,
         )
         self._special: dict[str, int] = {t.content: t.id for t in spec.added_tokens if t.special}
+        # allowed_special=frozenset(), disallowed_special="all": nothing allowed, all rejected
+        self._default_policy: _Policy = ([], None)
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
@@ -139,39 +147,66 @@ class Tokenizer:
         return self._core.id_to_token(int(id)) if 0 <= id < 2**32 else None
 
     # ---- encoding -----------------------------------------------------------------------
-    def _allowed(self, allowed_special: AllowedSpecial) -> list[int] | None:
-        if allowed_special == "all":
-            return None
-        if allowed_special == "none":
-            return []
-        if isinstance(allowed_special, str) or not isinstance(allowed_special, AbstractSet):
+    def _special_ids(self, names: AbstractSet[str] | tuple[str, ...], what: str) -> list[int]:
+        if isinstance(names, str) or not isinstance(names, AbstractSet | tuple):
             raise TypeError(
-                "allowed_special must be 'all', 'none' or a set of special token strings, "
-                f"got {allowed_special!r}"
+                f"{what} must be 'all' or a set of special token strings, got {names!r}"
             )
-        unknown = sorted(s for s in allowed_special if s not in self._special)
+        unknown = sorted(s for s in names if s not in self._special)
         if unknown:
-            raise ValueError(f"allowed_special names tokens that are not special: {unknown}")
-        return [self._special[s] for s in allowed_special]
+            raise ValueError(f"{what} names tokens that are not special: {unknown}")
+        return sorted(self._special[s] for s in names)
 
-    def encode(self, text: str, *, allowed_special: AllowedSpecial = "all") -> list[int]:
-        """Token ids of ``text``.
+    def _policy(
+        self, allowed_special: AllowedSpecial, disallowed_special: DisallowedSpecial
+    ) -> _Policy:
+        if allowed_special == "all":
+            return None, []
+        if allowed_special == "none":
+            allowed_special = frozenset()
+        allowed = self._special_ids(allowed_special, "allowed_special")
+        if disallowed_special == "all":
+            return self._default_policy if not allowed else (allowed, None)
+        disallowed = self._special_ids(disallowed_special, "disallowed_special")
+        return allowed, [i for i in disallowed if i not in allowed]
 
-        Special tokens written in the text become their ids, as HF does
-        (``allowed_special="all"``); pass ``"none"`` or a set to encode the others as text.
+    def encode(
+        self,
+        text: str,
+        *,
+        allowed_special: AllowedSpecial = frozenset(),
+        disallowed_special: DisallowedSpecial = "all",
+    ) -> list[int]:
+        """Token ids of ``text``; special-token text is never silently a control token.
 
-        >>> Tokenizer.codegen().encode("<|endoftext|>", allowed_special="none")[:3]
+        As in tiktoken: the text of a special token (``<|endoftext|>``, CodeGen2's
+        ``<mask_1>``, ``<sep>``, ...) becomes that token's id only if ``allowed_special``
+        names it (or is ``"all"``, which is what HF ``tokenizers`` does); if it is
+        ``disallowed_special`` (default: every special token not allowed) encoding raises
+        ``ValueError``; otherwise it is encoded as ordinary text. For untrusted text (files,
+        user input) use :meth:`encode_ordinary`. Non-special added tokens, such as CodeGen's
+        whitespace runs (ids 50257..50294), are ordinary vocabulary and always apply.
+
+        >>> tok = Tokenizer.codegen()
+        >>> tok.encode("<|endoftext|>", disallowed_special=())[:3]
         [27, 91, 437]
+        >>> tok.encode("a<|endoftext|>", allowed_special={"<|endoftext|>"})
+        [64, 50256]
         """
         _check_text(text)
+        allowed, disallowed = self._policy(allowed_special, disallowed_special)
         try:
-            return self._core.encode(text, self._allowed(allowed_special))
+            return self._core.encode(text, allowed, disallowed)
         except UnicodeEncodeError as e:
             raise _surrogate_error(text, e) from None
 
     def encode_ordinary(self, text: str) -> list[int]:
-        """Ids of ``text`` with every special token encoded as plain text."""
-        return self.encode(text, allowed_special="none")
+        """Ids of ``text`` with every special token encoded as plain text (for untrusted text).
+
+        >>> Tokenizer.codegen().encode_ordinary("<|endoftext|>")[:3]
+        [27, 91, 437]
+        """
+        return self.encode(text, disallowed_special=())
 
     def _views(self, texts: Iterable[str]) -> list[str]:
         if isinstance(texts, str):
@@ -181,11 +216,12 @@ class Tokenizer:
             _check_text(t, f"texts[{i}]")
         return texts
 
-    def _batch(self, texts: list[str], allowed: list[int] | None, num_threads: int, flat: bool):
+    def _batch(self, texts: list[str], policy: _Policy, num_threads: int, flat: bool):
         if num_threads < 0:
             raise ValueError(f"num_threads must be >= 0 (0 = all cores), got {num_threads}")
+        allowed, disallowed = policy
         try:
-            return self._core.encode_batch(texts, allowed, num_threads, flat)
+            return self._core.encode_batch(texts, allowed, disallowed, num_threads, flat)
         except UnicodeEncodeError as e:
             index = next(i for i, t in enumerate(texts) if e.object is t or e.object == t)
             raise _surrogate_error(texts[index], e, f"texts[{index}]") from None
@@ -194,24 +230,37 @@ class Tokenizer:
         self,
         texts: Iterable[str],
         *,
-        allowed_special: AllowedSpecial = "all",
+        allowed_special: AllowedSpecial = frozenset(),
+        disallowed_special: DisallowedSpecial = "all",
         num_threads: int = 0,
     ) -> list[list[int]]:
-        """Encode many texts on native threads (``num_threads=0``: one per core), GIL released."""
-        return self._batch(self._views(texts), self._allowed(allowed_special), num_threads, False)
+        """:meth:`encode` for many texts on native threads (``num_threads=0``: one per
+        core), GIL released. A disallowed special token raises ``ValueError`` naming
+        ``texts[i]``."""
+        policy = self._policy(allowed_special, disallowed_special)
+        return self._batch(self._views(texts), policy, num_threads, False)
+
+    def encode_ordinary_batch(
+        self, texts: Iterable[str], *, num_threads: int = 0
+    ) -> list[list[int]]:
+        """:meth:`encode_ordinary` for many texts (special-token text is plain text)."""
+        return self._batch(self._views(texts), ([], []), num_threads, False)
 
     def encode_batch_flat(
         self,
         texts: Iterable[str],
         *,
-        allowed_special: AllowedSpecial = "all",
+        allowed_special: AllowedSpecial = frozenset(),
+        disallowed_special: DisallowedSpecial = "all",
         num_threads: int = 0,
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
         """Like :meth:`encode_batch`, as numpy: ``ids[offsets[i]:offsets[i + 1]]`` is text i.
 
-        The fast path for data pipelines: no Python int per token.
+        The fast path for data pipelines: no Python int per token. (Pipelines that encode
+        untrusted files pass ``disallowed_special=()`` so special-token text stays text.)
         """
-        return self._batch(self._views(texts), self._allowed(allowed_special), num_threads, True)
+        policy = self._policy(allowed_special, disallowed_special)
+        return self._batch(self._views(texts), policy, num_threads, True)
 
     # ---- decoding -----------------------------------------------------------------------
     @staticmethod
