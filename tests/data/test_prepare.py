@@ -13,8 +13,12 @@ import pytest
 
 from codegen_core.data import cli
 from codegen_core.data.filters import FilterConfig
+from codegen_core.data.pack import PackConfig
 from codegen_core.data.prepare import PrepareConfig, prepare
 from codegen_core.data.shards import ShardReader
+from codegen_core.tokenizer.core import Tokenizer
+
+from ..conftest import shared_path
 
 
 class ByteTokenizer:
@@ -23,7 +27,7 @@ class ByteTokenizer:
     vocab_size = 50257
     eos_token_id = 50256
 
-    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+    def encode_ordinary_batch(self, texts: list[str]) -> list[list[int]]:
         return [list(t.encode("utf-8")) for t in texts]
 
 
@@ -134,11 +138,6 @@ def test_cli_dedup(corpus: Path, tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_cli_prepare_with_the_native_tokenizer(corpus: Path, tmp_path: Path) -> None:
-    codegen_core = pytest.importorskip("codegen_core")
-    try:
-        codegen_core.Tokenizer  # noqa: B018
-    except AttributeError:
-        pytest.skip("codegen_core.Tokenizer is not built yet")
     out = tmp_path / "p"
     args = _parser().parse_args(
         ["data", "prepare", str(corpus), "--out", str(out), "--seq-len", "256", "--no-progress"]
@@ -146,3 +145,51 @@ def test_cli_prepare_with_the_native_tokenizer(corpus: Path, tmp_path: Path) -> 
     assert args.func(args) == 0
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["tokenizer"]["eos_token_id"] == 50256 and manifest["num_sequences"] > 0
+
+
+# Source files that hold control-token text, as code from ML repositories does.
+SPECIAL_TEXT_FILES = {
+    "eot.py": 'EOT = "<|endoftext|>"\n\n\ndef split(text):\n    return text.split(EOT)\n',
+    "fim.py": 'PROMPT = "<mask_1><sep>"\nEND = "<eom>"\n\tTABS = "\t\t<fim_prefix>"\n',
+    "both.py": "# <|endoftext|><mask_1><sep><mask_881><eom>\nx = 1" + " " * 40 + "# tail\n",
+    "plain.py": "def f(x):\n    return x + 1\n",
+}
+
+
+@pytest.mark.parametrize("which", ["codegen1-file", "codegen2-preset"])
+def test_file_text_never_becomes_a_control_token(which: str, tmp_path: Path) -> None:
+    """Special-token text in files is encoded as text; the only control id in the shards is
+    the EOS the packer appends after each document."""
+    if which == "codegen1-file":
+        tok = Tokenizer.from_file(shared_path("tokenizers", "codegen", "tokenizer.json"))
+    else:
+        tok = Tokenizer.codegen2()
+    control = set(tok.special_tokens.values())
+    assert tok.eos_token_id in control and (which == "codegen1-file") == (len(control) == 1)
+    root = tmp_path / "repo"
+    root.mkdir()
+    for name, text in SPECIAL_TEXT_FILES.items():
+        (root / name).write_text(text)
+    config = PrepareConfig(near_dedup=False, pack=PackConfig(seq_len=16, min_tail=1))
+    report = prepare([root], tmp_path / "out", config, tokenizer=tok, progress=False)
+    assert report["documents_kept"] == len(SPECIAL_TEXT_FILES)
+    assert report["tokens"]["tokens_dropped_short_tails"] == 0
+    reader = ShardReader(tmp_path / "out", verify=True)
+    tokens = np.concatenate(
+        [reader[i]["tokens"][reader[i]["segment_ids"] > 0] for i in range(len(reader))]
+    )
+    assert set(np.unique(tokens).tolist()) & control == {tok.eos_token_id}
+    # Each EOS ends one document, and what lies between them decodes to exactly the files.
+    ends = np.flatnonzero(tokens == tok.eos_token_id)
+    assert ends.size == len(SPECIAL_TEXT_FILES) and ends[-1] == tokens.size - 1
+    docs = np.split(tokens, ends[:-1] + 1)
+    assert sorted(tok.decode(d[:-1]) for d in docs) == sorted(SPECIAL_TEXT_FILES.values())
+    # CodeGen's whitespace-run tokens are vocabulary, not control tokens: still used.
+    assert {50257 + 31 - 4, 50257 + 31 - 31, 50287 + 9 - 2} <= set(tokens.tolist())
+    # The same files encoded the HF way (special text -> control ids) would have put fake
+    # document ends (and, with CodeGen2, FIM ids) into the data.
+    hf_way = set().union(
+        *tok.encode_batch(list(SPECIAL_TEXT_FILES.values()), allowed_special="all")
+    )
+    fake = {50256} if which == "codegen1-file" else {50256, 51199, 50317, 50318, 50319, 50295}
+    assert hf_way & control == fake

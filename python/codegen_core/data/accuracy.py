@@ -13,12 +13,12 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from codegen_core import _core
+from codegen_core.data.minhash import shingle_set
 
 
 def shingle_sets(docs: Sequence[str | bytes], ngram: int = 5) -> list[np.ndarray]:
     """Sorted uint32 shingle sets (C++; equal to the numpy reference, see the tests)."""
-    return [_core.shingle_set(d, ngram) for d in docs]
+    return [shingle_set(d, ngram) for d in docs]
 
 
 def exact_jaccard(a: np.ndarray, b: np.ndarray) -> float:

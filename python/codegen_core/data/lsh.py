@@ -19,7 +19,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from codegen_core import _core
+from codegen_core._core import (
+    band_keys,
+    candidate_pairs,
+    cluster_roots,
+    exact_jaccard,
+    signature_similarity,
+)
 from codegen_core.data.minhash import MinHashConfig, minhash_signatures
 
 # Fetches the texts of the given (sorted) document ids, in that order.
@@ -87,7 +93,7 @@ class NearDuplicateIndex:
             )
         if counts.shape != (signatures.shape[0],):
             raise ValueError(f"counts must be [{signatures.shape[0]}], got {counts.shape}")
-        keys = _core.band_keys(
+        keys = band_keys(
             np.ascontiguousarray(signatures, dtype=np.uint32),
             self.bands,
             self.rows,
@@ -107,7 +113,7 @@ class NearDuplicateIndex:
             return np.zeros((0, 2), dtype=np.uint32)
         keys = np.concatenate(self._keys)
         skip = (np.concatenate(self._counts) == 0).astype(np.uint8)
-        return _core.candidate_pairs(keys, skip, self.config.max_bucket, self.config.num_threads)
+        return candidate_pairs(keys, skip, self.config.max_bucket, self.config.num_threads)
 
     def find_duplicates(
         self, docs: Sequence[str | bytes] | DocFetcher | None = None
@@ -122,13 +128,13 @@ class NearDuplicateIndex:
         else:
             if cfg.verify == "signature":
                 sigs = np.concatenate(self._sigs) if self._sigs else np.zeros((0, cfg.num_perm))
-                similarity = _core.signature_similarity(
+                similarity = signature_similarity(
                     sigs.astype(np.uint32, copy=False), pairs, cfg.num_threads
                 )
             else:
                 similarity = self._exact_similarity(pairs, docs)
             duplicate = similarity >= cfg.threshold
-        roots = _core.cluster_roots(self._size, pairs, duplicate.astype(np.uint8))
+        roots = cluster_roots(self._size, pairs, duplicate.astype(np.uint8))
         return DedupResult(roots=roots, pairs=pairs, similarity=similarity, duplicate=duplicate)
 
     def _exact_similarity(
@@ -149,7 +155,7 @@ class NearDuplicateIndex:
             if len(texts) != involved.size:
                 raise ValueError(f"fetcher returned {len(texts)} documents for {involved.size} ids")
             local = np.searchsorted(involved, chunk).astype(np.uint32)  # monotone: keeps i < j
-            similarity[start : start + chunk.shape[0]] = _core.exact_jaccard(
+            similarity[start : start + chunk.shape[0]] = exact_jaccard(
                 texts, local, self.config.ngram, self.config.num_threads
             )
         return similarity

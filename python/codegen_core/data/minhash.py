@@ -19,7 +19,9 @@ from typing import Literal
 
 import numpy as np
 
-from codegen_core import _core
+from codegen_core._core import lsh_optimal_params
+from codegen_core._core import minhash_signatures as _native_signatures
+from codegen_core._core import shingle_set as _native_shingle_set
 
 Verify = Literal["exact", "signature", "none"]
 Scheme = Literal["permutations", "oph"]
@@ -90,7 +92,7 @@ def lsh_params(
 ) -> tuple[int, int]:
     """(bands, rows) minimising the weighted false positive/negative areas, as datasketch
     (a search over all b * r <= num_perm with numerical integrals, so results are cached)."""
-    bands, rows = _core.lsh_optimal_params(threshold, num_perm, fp_weight, fn_weight)
+    bands, rows = lsh_optimal_params(threshold, num_perm, fp_weight, fn_weight)
     return int(bands), int(rows)
 
 
@@ -102,7 +104,7 @@ def candidate_probability(similarity: float | np.ndarray, bands: int, rows: int)
 
 def shingle_set(doc: str | bytes, ngram: int = 5) -> np.ndarray:
     """Sorted uint32 shingle hashes of one document (see ``csrc/dedup/shingle.h``)."""
-    return _core.shingle_set(doc, ngram)
+    return _native_shingle_set(doc, ngram)
 
 
 def minhash_signatures(
@@ -121,7 +123,7 @@ def minhash_signatures(
     config = config if config is not None else MinHashConfig()
     if not isinstance(docs, list | tuple):
         docs = list(docs)
-    sigs, counts = _core.minhash_signatures(
+    sigs, counts = _native_signatures(
         docs, config.num_perm, config.seed, config.ngram, config.num_threads, config.scheme
     )
     return sigs, counts

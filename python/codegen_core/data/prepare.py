@@ -32,19 +32,24 @@ MAX_EXAMPLES = 20
 
 
 class TokenizerLike(Protocol):
-    """What the pipeline needs from a tokenizer (``codegen_core.Tokenizer`` provides it)."""
+    """What the pipeline needs from a tokenizer (``codegen_core.tokenizer.core.Tokenizer``).
+
+    ``encode_ordinary_batch`` must encode special-token text (``<|endoftext|>``,
+    ``<mask_1>``, ``<sep>``, ... written in a source file) as ordinary text: file text never
+    yields a control id; the only control id in the shards is the EOS the packer appends.
+    """
 
     @property
     def vocab_size(self) -> int: ...
     @property
     def eos_token_id(self) -> int: ...
-    def encode_batch(self, texts: list[str]) -> list[list[int]]: ...
+    def encode_ordinary_batch(self, texts: list[str]) -> list[list[int]]: ...
 
 
 def load_tokenizer(name: str) -> TokenizerLike:
     """``codegen`` | ``codegen2`` | ``gpt2`` | a path to a Hugging Face tokenizer.json."""
     # Imported on use: the C++ tokenizer is only needed by the tokenize stage.
-    from codegen_core import Tokenizer  # noqa: PLC0415
+    from codegen_core.tokenizer.core import Tokenizer  # noqa: PLC0415
 
     presets = {"codegen": Tokenizer.codegen, "codegen2": Tokenizer.codegen2, "gpt2": Tokenizer.gpt2}
     if name in presets:
@@ -212,7 +217,7 @@ def prepare(
     for start in range(0, len(kept), config.batch_documents):
         chunk = kept[start : start + config.batch_documents]
         texts = [_read_checked(ref, digest, config.filters) for ref, digest in chunk]
-        for ids in tok.encode_batch(texts):
+        for ids in tok.encode_ordinary_batch(texts):  # file text is text: no control ids
             writer.add(packer.add(ids))
         bar.update(len(chunk))
     bar.close()
