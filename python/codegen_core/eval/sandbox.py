@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import enum
+import json
 import marshal
 import math
 import os
@@ -40,7 +41,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -139,6 +140,11 @@ class ExecResult:
     exit_code: int | None = None
     signal: int | None = None
     cpu_seconds: float | None = None
+    # What the program did that a verdict cannot vouch for (see the module docstring):
+    # "exit_before_checks", "frames", "harness_frames", "harness_code", "gc", "trace",
+    # "ctypes", "raw_memory", "audit_hook", "forged_result", "forged_status", ...
+    flags: tuple[str, ...] = ()
+    tampered: bool = False  # a flag that voids a pass was raised (the status is not PASSED)
 
     @property
     def passed(self) -> bool:
@@ -165,6 +171,8 @@ class ExecResult:
             "exit_code": self.exit_code,
             "signal": self.signal,
             "cpu_seconds": self.cpu_seconds,
+            "flags": list(self.flags),
+            "tampered": self.tampered,
             "stdout": self.stdout,
             "stderr": self.stderr,
             "output_truncated": self.output_truncated,
@@ -267,6 +275,69 @@ class _PidsCgroups:
         self.root = None
 
 
+UID_BASE = 61000  # reported base when no uid is switched (not root, or isolate=False)
+UID_RANGES = range(0x30000, 0x30000 + 4096 * 1024, 1024)  # one block of 1024 uids per pool
+_UID_LOCK_DIR = Path(tempfile.gettempdir()) / "codegen_eval_uids"
+
+
+class _UidRange:
+    """A block of 1024 uids held by one pool for its life (an flock on a per-block file).
+
+    Pools running at once - in one process or many - never share uids, so RLIMIT_NPROC,
+    the pids cgroups and ``/proc`` ownership tell their programs apart. Blocks with a uid
+    that names an account are skipped.
+    """
+
+    def __init__(self, base: int, fd: int) -> None:
+        self.base = base
+        self._fd: int | None = fd
+
+    @classmethod
+    def acquire(cls, workers: int) -> _UidRange:
+        import fcntl  # noqa: PLC0415 - Unix only, used here only
+        import pwd  # noqa: PLC0415
+
+        if workers > 1024:
+            raise ValueError(f"at most 1024 workers per pool, got {workers}")
+        _UID_LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+        for base in UID_RANGES:
+            fd = os.open(_UID_LOCK_DIR / f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                continue
+            taken = False
+            for uid in range(base, base + workers):
+                try:
+                    pwd.getpwuid(uid)
+                    taken = True
+                    break
+                except KeyError:
+                    pass
+            if not taken:
+                return cls(base, fd)
+            os.close(fd)
+        raise RuntimeError(f"no free sandbox uid range left (locks in {_UID_LOCK_DIR})")
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def _check_env(env: Mapping[str, str] | None) -> dict[str, str]:
+    """Validate the environment variables a caller passes into the sandbox."""
+    out: dict[str, str] = {}
+    for key, value in (env or {}).items():
+        if not isinstance(key, str) or not key or "=" in key or "\0" in key:
+            raise ValueError(f"environment variable name {key!r} is not valid")
+        if not isinstance(value, str) or "\0" in value:
+            raise ValueError(f"environment variable {key}: value {value!r} is not a str")
+        out[key] = value
+    return out
+
+
 # ---------------------------------------------------------------------------------------------
 # The pool
 # ---------------------------------------------------------------------------------------------
@@ -287,9 +358,10 @@ class SandboxPool:
         workers: int | None = None,
         limits: Limits | None = None,
         isolate: bool = True,
-        uid_base: int = 61000,
+        uid_base: int | None = None,
         python: str | None = None,
         preload: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
         self.workers = int(workers or os.cpu_count() or 1)
         if self.workers < 1:
@@ -298,7 +370,12 @@ class SandboxPool:
         self.isolate = isolate
         self.python = python or sys.executable
         self.is_root = os.geteuid() == 0
-        self.uid_base = uid_base
+        self.env = _check_env(env)
+        self._uid_lock: _UidRange | None = None
+        if uid_base is None and isolate and self.is_root:
+            self._uid_lock = _UidRange.acquire(self.workers)
+            uid_base = self._uid_lock.base
+        self.uid_base = UID_BASE if uid_base is None else int(uid_base)
         self._slots: queue.Queue[int] = queue.Queue()
         for slot in range(self.workers):
             self._slots.put(slot)
@@ -306,8 +383,9 @@ class SandboxPool:
         if isolate and self.is_root:
             self._cgroups = _PidsCgroups(self.workers, self.limits.processes + 4)
         self._exposures = _exposures(_needed_python_dirs()) if isolate and self.is_root else []
-        # namespaces are tried when root and isolating; the first refusal turns them off
-        self.namespaces = isolate and self.is_root
+        # namespaces are tried when isolating (as root, or in a user namespace of their own
+        # otherwise); the first refusal turns them off
+        self.namespaces = isolate
         self._executor = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="sbx")
         self._protections: tuple[str, ...] | None = None
         self._lock = threading.Lock()
@@ -323,6 +401,8 @@ class SandboxPool:
         self._zygote_server.stop()
         if self._cgroups is not None:
             self._cgroups.close()
+        if self._uid_lock is not None:
+            self._uid_lock.release()
 
     def __enter__(self) -> SandboxPool:  # noqa: PYI034 - typing.Self needs 3.11
         return self
@@ -423,6 +503,9 @@ class SandboxPool:
         if self.drops_privileges:
             uid = gid = self.uid_base + slot
             rlimits["nproc"] = limits.processes + 2  # + the namespace init and P3 itself
+        elif not self.is_root and self.namespaces:
+            # counted per user namespace (Linux >= 5.14): each job has its own count
+            rlimits["nproc"] = limits.processes + 2
         elif not self.is_root:
             # RLIMIT_NPROC counts every process of our uid: allow what exists plus the budget
             rlimits["nproc"] = _processes_of(os.getuid()) + limits.processes + 2
@@ -446,12 +529,15 @@ class SandboxPool:
             "OMP_NUM_THREADS": "1",
             "OPENBLAS_NUM_THREADS": "1",
             "MKL_NUM_THREADS": "1",
+            **self.env,
         }
         return {
             "nonce": nonce,
             "mode": program.mode,
             "code": program.code,
             "expected": program.expected,
+            # the program side casts to the expected type; the value stays with P2
+            "expected_type": type(program.expected).__name__,
             "alarm": limits.timeout if program.mode != "script" else None,
             "rlimits": rlimits,
             "isolate": isolate,
@@ -464,12 +550,25 @@ class SandboxPool:
         is reachable by that uid: directly, or exposed through the mount namespace)."""
         return self.isolate and self.is_root and (self.namespaces or not self._exposures)
 
+    @property
+    def user_namespace(self) -> bool:
+        """Whether programs run in user namespaces of their own (isolating, not root)."""
+        return self.isolate and not self.is_root and self.namespaces
+
     def _note_protections(self, notes: Sequence[str], limits: Limits) -> None:
         if self._protections is not None:
             return
         items = list(notes)
         if self.drops_privileges:
-            items.append(f"unprivileged uid/gid {self.uid_base}+slot, no groups, no_new_privs")
+            items.append(
+                f"unprivileged uid/gid {self.uid_base}+slot (this pool's own range), no groups, "
+                "no_new_privs"
+            )
+        elif self.user_namespace:
+            items.append(
+                "own user namespace per program: harness uid without capabilities, "
+                "no_new_privs, process limit counted per namespace"
+            )
         elif not self.is_root:
             items.append("same uid as the harness (not root: cannot switch user)")
         elif not self.isolate:
@@ -622,6 +721,10 @@ def _execute(pool: SandboxPool, program: Program, limits: Limits, slot: int) -> 
     if not pool.namespaces:
         fallback_dir = tempfile.mkdtemp(prefix="codegen_eval_")
         spec["workdir"] = fallback_dir
+        # no private /tmp: HOME and TMPDIR are the program's own directory, not shared paths
+        for key in ("HOME", "TMPDIR"):
+            if key not in pool.env:
+                spec["env"][key] = fallback_dir
     try:
         payload = marshal.dumps(spec)
     except ValueError as exc:
@@ -683,17 +786,16 @@ def _supervise(
     sel.register(pidfd, selectors.EVENT_READ, "exit")
     open_streams = 3
     killed_at_deadline = False
+    malformed = 0
     try:
         while open_streams:
             now = time.monotonic()
             if now >= deadline:
-                killed_at_deadline = "result" not in messages
+                killed_at_deadline = "exit" not in messages
                 break
-            if "exit" in messages and p1_done:
-                break  # the program and its namespace are gone; stragglers are killed below
-            if "result" in messages:
-                # The program has finished (its output was flushed before the result was
-                # written): take what is in the pipes and kill the rest without waiting.
+            if "exit" in messages:
+                # The program has exited (its output was flushed before) and P2 reported its
+                # verdict: take what is in the pipes and kill the rest without waiting.
                 for fd, capture in ((readers[0], out), (readers[1], err)):
                     _drain(fd, capture)
                 break
@@ -714,13 +816,15 @@ def _supervise(
                     key.data.feed(data)
                     continue
                 pending += data
-                if len(pending) > 1 << 20:  # garbage written to the result pipe
-                    del pending[: len(pending) - 16384]
+                if len(pending) > 4 * MAX_LINE:  # a line too long to be a message
+                    malformed += 1
+                    del pending[: len(pending) - MAX_LINE]
                 while (cut := pending.find(b"\n")) >= 0:
                     line = bytes(pending[:cut])
                     del pending[: cut + 1]
                     message = _parse(line, nonce)
                     if message is None:
+                        malformed += 1
                         continue
                     event = str(message.get("event", ""))
                     messages.setdefault(event, message)
@@ -741,6 +845,7 @@ def _supervise(
         duration=duration,
         out=out,
         err=err,
+        malformed=malformed,
     )
 
 
@@ -775,14 +880,18 @@ def _drain(fd: int, capture: _Capture) -> None:
         pass
 
 
+MAX_LINE = 16384  # longest message line the harness accepts (P1/P2 send < 4096)
+
+
 def _parse(line: bytes, nonce: str) -> dict[str, Any] | None:
-    """Decode one result line; ``None`` unless it carries this job's nonce."""
+    """Decode one message line (bounded JSON); ``None`` unless it is a JSON object that
+    carries this job's nonce. Never raises."""
     prefix = nonce.encode()
-    if len(line) > 16384 or not line.startswith(prefix):
+    if len(line) > MAX_LINE or not line.startswith(prefix):
         return None
     try:
-        message = marshal.loads(bytes.fromhex(line[len(prefix) :].decode("ascii")))
-    except (ValueError, EOFError, TypeError, UnicodeDecodeError):
+        message = json.loads(line[len(prefix) :].decode("ascii"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     return message if isinstance(message, dict) else None
 
@@ -815,25 +924,43 @@ def _classify(
     duration: float,
     out: _Capture,
     err: _Capture,
+    malformed: int = 0,
 ) -> ExecResult:
-    result = messages.get("result")
     exit_ = messages.get("exit", {})
+    result = exit_.get("result")
+    result = result if isinstance(result, dict) else None
+    raw_flags = exit_.get("flags")
+    flags = [str(f)[:40] for f in raw_flags[:16]] if isinstance(raw_flags, list) else []
+    tampered = exit_.get("tampered") is True
+    if malformed:
+        flags.append("malformed_message")
+        tampered = True
     common: dict[str, Any] = {
         "key": program.key,
         "stdout": out.text(),
         "stderr": err.text(),
         "output_truncated": out.truncated or err.truncated,
-        "exit_code": exit_.get("code"),
-        "signal": exit_.get("signal"),
-        "cpu_seconds": exit_.get("cpu"),
+        "exit_code": _opt(exit_.get("code"), int),
+        "signal": _opt(exit_.get("signal"), int),
+        "cpu_seconds": _opt(exit_.get("cpu"), float),
+        "flags": tuple(dict.fromkeys(flags)),
+        "tampered": tampered,
     }
     if "setup_error" in messages:
-        text = str(messages["setup_error"].get("message", ""))
+        text = str(messages["setup_error"].get("message", ""))[:300]
         return ExecResult(Status.SANDBOX_ERROR, f"sandbox setup failed: {text}", duration, **common)
     if result is not None:
         outcome = result.get("outcome")
-        exc_type, exc_message = result.get("exc_type"), result.get("exc_message")
-        common.update(exc_type=exc_type, exc_message=exc_message, printed=result.get("printed"))
+        exc_type, exc_message = (
+            _opt(result.get("exc_type"), str),
+            _opt(result.get("exc_message"), str),
+        )
+        common.update(exc_type=exc_type, exc_message=exc_message)
+        common.update(printed=_opt(result.get("printed"), str))
+        if outcome == "passed" and tampered:
+            bad = ", ".join(f for f in common["flags"] if f not in ("frames", "exit_before_checks"))
+            reason = f"tampered with the sandbox ({bad}): the verdict cannot be trusted"
+            return ExecResult(Status.FAILED, reason, duration, **common)
         if outcome == "passed":
             return ExecResult(Status.PASSED, "", duration, **common)
         if outcome == "timeout":
@@ -844,14 +971,18 @@ def _classify(
             return ExecResult(Status.MEMORY, reason, duration, **common)
         if outcome == "failed":
             reason = f"{exc_type}: {exc_message}" if exc_message else str(exc_type)
+            if exc_type == "SystemExit":
+                reason = f"exited before the end of the program ({reason})"
             return ExecResult(Status.FAILED, reason[:300], duration, **common)
-        return ExecResult(Status.SANDBOX_ERROR, f"bad outcome {outcome!r}", duration, **common)
+        return ExecResult(
+            Status.SANDBOX_ERROR, f"bad outcome {str(outcome)[:40]!r}", duration, **common
+        )
     if killed_at_deadline:
         reason = f"killed at the wall-clock deadline ({limits.timeout + limits.kill_grace:g} s)"
         return ExecResult(Status.TIMEOUT, reason, duration, **common)
-    if "signal" in exit_:
-        sig = int(exit_["signal"])
-        cpu = float(exit_.get("cpu") or 0.0)
+    if common["signal"] is not None:
+        sig = common["signal"]
+        cpu = common["cpu_seconds"] or 0.0
         # rusage lags the scheduler's CPU accounting a little: allow 10% + 0.1 s
         if sig in (signal.SIGKILL, signal.SIGXCPU) and cpu >= 0.9 * limits.cpu_limit - 0.1:
             return ExecResult(
@@ -861,15 +992,30 @@ def _classify(
             reason = f"file size limit ({limits.file_size_bytes} bytes) exceeded"
             return ExecResult(Status.CRASHED, reason, duration, **common)
         return ExecResult(Status.CRASHED, f"killed by {_signal_name(sig)}", duration, **common)
-    if "code" in exit_:
-        reason = f"exited with code {exit_['code']} without finishing (os._exit or similar)"
+    if common["exit_code"] is not None:
+        reason = (
+            f"exited with code {common['exit_code']} before the checks ran, without finishing "
+            "(os._exit or similar)"
+        )
         return ExecResult(Status.CRASHED, reason, duration, **common)
     reason = "the sandbox process died"
+    if malformed:
+        reason = "malformed message from the sandbox"
     if not messages.get("ready"):
         stderr = err.text().strip().splitlines()
         if stderr:
             reason += f": {stderr[-1][:200]}"
     return ExecResult(Status.CRASHED, reason, duration, **common)
+
+
+def _opt(value: Any, kind: type) -> Any:
+    """``value`` if it is a ``kind`` (ints accepted for floats), else None: message fields
+    are checked, never trusted."""
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    return None
 
 
 def run_programs(
