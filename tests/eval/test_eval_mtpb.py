@@ -23,7 +23,7 @@ from codegen_core.eval.mtpb import (
     write_records,
 )
 from codegen_core.eval.sampler import SamplingParams, truncate_completion
-from codegen_core.eval.sandbox import Limits, SandboxPool, Status
+from codegen_core.eval.sandbox import Limits, Program, SandboxPool, Status
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 MTPB = SHARED / "data" / "mtpb" / "mtpb.jsonl"
@@ -380,3 +380,44 @@ def test_generate_records_with_a_sampler(
     assert set(sampler.max_new_tokens) == {problems[3].max_gen_length}
     report = evaluate_records(records, problems, pool=pool, ks=(1, 2))
     assert report.pass_rate == 1.0 and report.pass_at_k == {"pass@1": 1.0, "pass@2": 1.0}
+
+
+# ---- the comparison runs outside the program's process ---------------------------------------
+
+EQUIVALENCE_IN_THE_SANDBOX = [
+    ("import numpy as np\nprint(np.int64(5))", 5, True),
+    ("import numpy as np\nprint(np.float32(0.1))", 0.1, True),
+    ("import numpy as np\nprint(np.array([1, 2, 3]))", [1, 2, 3], True),
+    ("import numpy as np\nprint([np.int64(1), 2])", [1, 2], True),
+    ("print([(1, 2), (3, 4)])", [[1, 2], [3, 4]], True),
+    ("print(7980.4)", 7980, True),  # cast to the expected type, like the reference
+    ("print('True')", True, True),  # bool expected: compared as str
+    ("print(0)", False, False),
+    ("print({1, 2})", {1, 2}, True),
+    ("print((1, 'a'))", (1, "a"), True),
+    ("print(1.0000001)", 1.0, True),
+    ("print(float('nan'))", 1.0, False),
+    ("print({'a': 1})", {"a": 1}, False),  # the reference raises "Unsupported type"
+    ("print(None)", None, False),
+    ("print('x' * 3)", "xxx", True),
+    ("print(2 ** 100)", 2**100, True),
+    # stricter than the reference: an object that claims to equal anything equals nothing
+    ("class E:\n    def __eq__(self, other):\n        return True\nprint([E()])", [5], False),
+]
+
+
+@pytest.mark.parametrize(("code", "expected", "same"), EQUIVALENCE_IN_THE_SANDBOX)
+def test_equivalence_in_the_sandbox(
+    pool: SandboxPool, code: str, expected: object, same: bool
+) -> None:
+    r = pool.run(Program(code, mode="mtpb", expected=expected))
+    assert r.passed == same, r
+    if not same:
+        assert r.status is Status.FAILED and not r.tampered, r
+
+
+@pytest.mark.skipif(not HAS_PANDAS, reason="pandas (optional peer) not installed")
+def test_pandas_series_in_the_sandbox(pool: SandboxPool) -> None:
+    code = "import pandas as pd\nprint(pd.Series([1.0, 2.0000001]))"
+    assert pool.run(Program(code, mode="mtpb", expected=[1.0, 2.0])).passed
+    assert not pool.run(Program(code, mode="mtpb", expected=[1.0, 2.5])).passed
