@@ -13,6 +13,7 @@ import pytest
 from codegen_core.eval.humaneval import (
     Problem,
     Sample,
+    ScoreReport,
     build_program,
     evaluate_samples,
     generate_samples,
@@ -21,8 +22,9 @@ from codegen_core.eval.humaneval import (
     write_jsonl,
     write_samples,
 )
+from codegen_core.eval.report import flag_counts, humaneval_report, humaneval_summary
 from codegen_core.eval.sampler import SamplingParams
-from codegen_core.eval.sandbox import Limits, SandboxPool, Status
+from codegen_core.eval.sandbox import ExecResult, Limits, SandboxPool, Status
 
 SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 HUMANEVAL = SHARED / "data" / "humaneval" / "HumanEval.jsonl.gz"
@@ -233,3 +235,20 @@ def test_generate_and_score_with_a_sampler(problems: dict[str, Problem], pool: S
     assert all("junk" not in s.completion for s in samples)
     report = evaluate_samples(samples, subset, ks=(1, 2), pool=pool)
     assert report.pass_at_k == {"pass@1": 1.0, "pass@2": 1.0}
+
+
+def test_report_counts_flags() -> None:
+    results = [
+        ExecResult(Status.PASSED, "", 0.1),
+        ExecResult(Status.CRASHED, "exit", 0.1, flags=("exit_before_checks",)),
+        ExecResult(Status.FAILED, "t", 0.1, flags=("gc", "exit_before_checks"), tampered=True),
+    ]
+    samples = [Sample("HumanEval/0", "pass")] * 3
+    report = ScoreReport(samples, results, {}, {"HumanEval/0": {"n": 3, "c": 1}})
+    assert flag_counts(results) == {"exit_before_checks": 2, "gc": 1, "tampered": 1}
+    document = humaneval_report(report)
+    assert document["flag_counts"]["exit_before_checks"] == 2
+    assert document["results"][2]["tampered"] is True
+    assert "exit_before_checks" in humaneval_summary(report)
+    clean = ScoreReport(samples[:1], results[:1], {}, {"HumanEval/0": {"n": 1, "c": 1}})
+    assert "Flagged" not in humaneval_summary(clean)

@@ -10,8 +10,10 @@ from typing import Any
 
 from codegen_core.eval.humaneval import ScoreReport
 from codegen_core.eval.mtpb import MTPBReport
+from codegen_core.eval.sandbox import ExecResult
 
 __all__ = [
+    "flag_counts",
     "format_table",
     "humaneval_report",
     "humaneval_summary",
@@ -55,6 +57,30 @@ def _status_table(statuses: Counter[str]) -> str:
     return format_table(["status", "count", "%"], rows)
 
 
+def flag_counts(results: Sequence[ExecResult]) -> dict[str, int]:
+    """How many programs raised each flag (see :class:`~codegen_core.eval.sandbox.ExecResult`),
+    and how many were ``tampered`` (a pass voided because the verdict cannot be trusted)."""
+    counts: Counter[str] = Counter()
+    for result in results:
+        counts.update(result.flags)
+        counts["tampered"] += result.tampered
+    return {name: n for name, n in counts.most_common() if n}
+
+
+def _flag_lines(results: Sequence[ExecResult]) -> list[str]:
+    counts = flag_counts(results)
+    if not counts:
+        return []
+    return [
+        "",
+        (
+            "Flagged programs (exits before the checks, introspection of the harness; a "
+            "'tampered' run is never passed):"
+        ),
+        format_table(["flag", "programs"], list(counts.items())),
+    ]
+
+
 def humaneval_report(report: ScoreReport, *, meta: Mapping[str, Any] | None = None) -> dict:
     """JSON-ready document: settings, pass@k, per-task counts and every sample's result."""
     return {
@@ -62,6 +88,7 @@ def humaneval_report(report: ScoreReport, *, meta: Mapping[str, Any] | None = No
         "meta": dict(meta or {}),
         "pass_at_k": report.pass_at_k,
         "status_counts": report.status_counts(),
+        "flag_counts": flag_counts(report.results),
         "protections": list(report.protections),
         "per_task": report.per_task,
         "results": [
@@ -81,6 +108,7 @@ def humaneval_summary(report: ScoreReport, *, title: str = "HumanEval") -> str:
         else "(no k with enough samples per problem)",
         "",
         _status_table(Counter(r.status.value for r in report.results)),
+        *_flag_lines(report.results),
     ]
     failing = [(t, v["c"], v["n"]) for t, v in report.per_task.items() if v["c"] < v["n"]]
     if failing and len(failing) <= 20:
@@ -95,6 +123,7 @@ def mtpb_report(report: MTPBReport, *, meta: Mapping[str, Any] | None = None) ->
         "pass_rate": report.pass_rate,
         "pass_at_k": report.pass_at_k,
         "status_counts": dict(Counter(r.status.value for r in report.results)),
+        "flag_counts": flag_counts(report.results),
         "protections": list(report.protections),
         "errata": report.errata,
         "per_problem": {str(k): v for k, v in report.per_problem.items()},
@@ -115,6 +144,7 @@ def mtpb_summary(report: MTPBReport) -> str:
             ", ".join(f"{k}: {100.0 * v:.2f}%" for k, v in sorted(report.pass_at_k.items()))
         )
     lines += ["", _status_table(Counter(r.status.value for r in report.results))]
+    lines += _flag_lines(report.results)
     rows = [(pid, v["c"], v["n"], 100.0 * v["pass_rate"]) for pid, v in report.per_problem.items()]
     lines += ["", format_table(["problem", "passed", "runs", "pass rate (%)"], rows)]
     if report.errata:
