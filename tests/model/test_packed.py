@@ -213,6 +213,29 @@ def test_prefix_lm_visibility() -> None:
     assert np.abs(ref[0, 0] - causal[0, 0]).max() > 1e-4
 
 
+def test_prefix_lm_pallas_matches_xla_with_gradients() -> None:
+    """The kernel's two-call prefix-LM equals the XLA rule: logits and parameter gradients."""
+    config = get_preset("tiny-llama")
+    params = init(config, jax.random.key(2))
+    batch = _packed(config, seed=4)
+    seg = jnp.asarray(batch["segment_ids"])
+    prefix = np.zeros((2, T), bool)
+    prefix[0, :3] = prefix[0, 5:9] = prefix[1, 3:10] = True  # leading runs of segments
+    w = _weights(config) * (batch["segment_ids"] > 0)[..., None]
+
+    def loss(p: Any, impl: str) -> jax.Array:
+        logits = _fwd(p, batch["tokens"], config, segment_ids=seg, prefix_mask=jnp.asarray(prefix),
+                      attn_impl=impl)  # fmt: skip
+        return jnp.sum(logits * w)
+
+    v_fast, g_fast = jax.value_and_grad(loss)(params, "pallas-interpret")
+    v_slow, g_slow = jax.value_and_grad(loss)(params, "xla")
+    np.testing.assert_allclose(float(v_fast), float(v_slow), rtol=1e-5)
+    for a, b in zip(jax.tree.leaves(g_fast), jax.tree.leaves(g_slow), strict=True):
+        scale = max(1.0, float(np.abs(np.asarray(b)).max()))  # gradients reach ~200
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-5 * scale)
+
+
 def _naive(q: np.ndarray, k: np.ndarray, v: np.ndarray, seg: np.ndarray,
            prefix: np.ndarray) -> np.ndarray:  # fmt: skip
     """float64 loops: query t sees s iff same segment and (s <= t or s in the prefix)."""
@@ -265,8 +288,13 @@ def test_pallas_interpret_segments_match_xla_on_padding_rows_too() -> None:
     fast = attention(q, k, v, key_mask=mask, segment_ids=seg, impl="pallas-interpret")
     slow = attention(q, k, v, key_mask=mask, segment_ids=seg, impl="xla")
     np.testing.assert_allclose(np.asarray(fast)[1, :, 4:], np.asarray(slow)[1, :, 4:], atol=1e-5)
-    with pytest.raises(ValueError, match="no prefix-LM mask"):
-        attention(q, k, v, segment_ids=seg, prefix_mask=seg > 0, impl="pallas")
+    # prefix-LM through the kernel (two calls) == the XLA rule, for a leading-run prefix
+    prefix = jnp.asarray([[True] * 3 + [False] * 5 + [True] * 4 + [False] * 8, [True] * 20])
+    fast = attention(q, k, v, segment_ids=seg, prefix_mask=prefix, impl="pallas-interpret")
+    slow = attention(q, k, v, segment_ids=seg, prefix_mask=prefix, impl="xla")
+    np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), atol=1e-5)
+    with pytest.raises(ValueError, match="prefix_mask must be"):
+        attention(q, k, v, segment_ids=seg, prefix_mask=prefix[:, :4], impl="pallas")
     with pytest.raises(ValueError, match="impl must be"):
         attention(q, k, v, impl="triton")  # type: ignore[arg-type]
 

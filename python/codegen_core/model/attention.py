@@ -2,7 +2,7 @@
 
 ``attention`` dispatches to the Pallas flash-attention kernel (``codegen_core.pallas_kernels``)
 when it runs on this backend and the call is a causal self-attention (training, full forward,
-packed documents through segment ids); everything else (KV-cache prefill/decode, prefix-LM,
+packed documents through segment ids, prefix-LM); everything else (KV-cache prefill/decode,
 CPU) takes the XLA path, ``xla_attention``, which is also the reference the kernel is tested
 against. Under an active mesh (``axes.axis_rules``) the kernel runs inside ``shard_map`` over
 the batch and head axes: a ``pallas_call`` is not partitioned automatically.
@@ -142,11 +142,14 @@ def attention(
     """Causal multi-head attention; shapes and masks as in :func:`xla_attention`.
 
     ``impl="auto"`` uses Pallas when :func:`pallas_ok` and the call is self-attention without
-    a cache offset (``q_offset == 0`` as a Python int and T == S) and without a prefix;
+    a cache offset (``q_offset == 0`` as a Python int and T == S);
     padding is expressed to the kernel as segment ids (``key_mask`` False -> segment -1,
     or 0 when there are no segment ids), so real tokens never see padding. ``impl="pallas"``
-    raises if the kernel cannot be used (a cache offset, or ``prefix_mask``: the kernel has
-    no prefix-LM mask); off TPU/GPU it runs the kernel's plain-jnp reference.
+    raises if the kernel cannot be used (a cache offset); off TPU/GPU it runs the kernel's
+    plain-jnp reference. Prefix-LM through the kernel takes two calls: the causal one, and a
+    non-causal one over the prefix keys only whose rows replace the prefix queries' rows.
+    That is exact when each segment's prefix is a leading run of it (as
+    ``train.objectives`` builds it); the XLA path implements the rule for any mask.
     ``impl="pallas-interpret"`` runs the Pallas (TPU) kernels in interpret mode: CPU tests.
     Under an active mesh (``axes.axis_rules``) the kernel is called inside ``shard_map``
     with batch and heads split by the logical-axis rules (the sequence must not be split).
@@ -160,18 +163,17 @@ def attention(
     scale = sm_scale if sm_scale is not None else q.shape[-1] ** -0.5
     self_attn = isinstance(q_offset, int) and q_offset == 0 and q.shape[2] == k.shape[2]
     use_pallas = impl in ("pallas", "pallas-interpret") or (
-        impl == "auto" and self_attn and prefix_mask is None and pallas_ok()
+        impl == "auto" and self_attn and pallas_ok()
     )
     if not use_pallas:
         return xla_attention(q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=scale,
                              segment_ids=segment_ids, prefix_mask=prefix_mask)  # fmt: skip
     if not self_attn:
         raise ValueError("impl='pallas' needs self-attention (q_offset=0, T == S)")
-    if prefix_mask is not None:
-        raise ValueError("impl='pallas' has no prefix-LM mask: use impl='xla' (or 'auto')")
-    if segment_ids is not None and segment_ids.shape != (q.shape[0], k.shape[2]):
-        raise ValueError(f"segment_ids must be (batch, seq) = {(q.shape[0], k.shape[2])}, "
-                         f"got {segment_ids.shape}")  # fmt: skip
+    for name, x in (("segment_ids", segment_ids), ("prefix_mask", prefix_mask)):
+        if x is not None and x.shape != (q.shape[0], k.shape[2]):
+            raise ValueError(f"{name} must be (batch, seq) = {(q.shape[0], k.shape[2])}, "
+                             f"got {x.shape}")  # fmt: skip
     seg = None
     if segment_ids is not None:
         seg = segment_ids.astype(jnp.int32)  # (B, S)
@@ -180,7 +182,17 @@ def attention(
     elif key_mask is not None:
         seg = key_mask.astype(jnp.int32)  # (B, S): padding 0, tokens 1
     interpret = impl == "pallas-interpret"
-    return _sharded_flash(q, k, v, seg, sm_scale=scale, interpret=interpret)  # (B, nh, T, hs)
+    out = _sharded_flash(q, k, v, seg, causal=True, sm_scale=scale, interpret=interpret)
+    if prefix_mask is None:
+        return out  # (B, nh, T, hs)
+    # Prefix-LM: a prefix query sees exactly the prefix of its segment (the prefix is a
+    # leading run, so its causal keys are prefix keys too): a non-causal call where only
+    # prefix keys keep their segment id. Its other rows are discarded.
+    base = seg if seg is not None else jnp.ones(prefix_mask.shape, jnp.int32)
+    outside = jnp.iinfo(jnp.int32).min  # an id no real segment has
+    pseg = jnp.where(prefix_mask, base, outside)  # (B, S)
+    both = _sharded_flash(q, k, v, pseg, causal=False, sm_scale=scale, interpret=interpret)
+    return jnp.where(prefix_mask[:, None, :, None], both, out)  # (B, nh, T, hs)
 
 
 def _sharded_flash(
@@ -189,13 +201,14 @@ def _sharded_flash(
     v: jax.Array,
     seg: jax.Array | None,
     *,
+    causal: bool,
     sm_scale: float,
     interpret: bool,
 ) -> jax.Array:
     """The flash kernel, inside ``shard_map`` over batch and heads when a mesh is active."""
 
     def kernel(q: jax.Array, k: jax.Array, v: jax.Array, seg: jax.Array | None) -> jax.Array:
-        return _flash(q, k, v, causal=True, sm_scale=sm_scale, segment_ids=seg,
+        return _flash(q, k, v, causal=causal, sm_scale=sm_scale, segment_ids=seg,
                       interpret=interpret)  # fmt: skip
 
     if not ax._ACTIVE:
