@@ -118,6 +118,31 @@ sys.settrace(tracer)
 """
 
 
+C_LEVEL_CALLBACKS = """
+import functools, gc, os, sys
+forge = functools.partial(sys.audit, "codegen_core.sandbox.result", "passed", {})
+
+class Stream:
+    def write(self, text):
+        return len(text)
+
+Stream.flush = forge  # a C callable: no Python frame between the runner and the event
+sys.stdout = sys.stderr = sys.__stdout__ = sys.__stderr__ = Stream()
+
+class Zero(int):
+    __del__ = os._exit  # exits with status 0 when collected
+
+class Forger:
+    __del__ = functools.partial(sys.audit, "codegen_core.sandbox.result", "passed")
+
+gc.set_threshold(1)
+for _ in range(50):
+    a, b, z = Forger(), Forger(), Zero(0)
+    a.other, b.other, a.z = b, a, z
+    del a, b, z
+"""
+
+
 @pytest.mark.parametrize(
     ("name", "attack", "check_first"),
     [
@@ -127,6 +152,7 @@ sys.settrace(tracer)
         ("rerun the runner with a passing program", RERUN_THE_RUNNER, True),
         ("context managers that swallow the failure", PATCH_CONTEXT_MANAGERS, False),
         ("gc hunt for the token", GC_TOKEN_HUNT, True),
+        ("C-level callbacks run by the runner", C_LEVEL_CALLBACKS, False),
         ("trace function", TRACE_JUMP, False),
         ("os._exit(0) before the checks", "import os\nos._exit(0)\n", False),
         ("SystemExit(0) before the checks", "raise SystemExit(0)\n", False),

@@ -595,6 +595,9 @@ def _install_guard(status_fd: int, token: bytes) -> Any:
     _int_repr, _float_repr, _memoryview = int.__repr__, float.__repr__, memoryview
     _getattr, _inf = getattr, float("inf")
     _realpath = _os.path.realpath
+    _function = type(_install_guard)
+    from _thread import get_ident as _get_ident
+
     _join = ",".join
     _harness_file = __file__
     _program_file = PROGRAM_FILE
@@ -609,7 +612,8 @@ def _install_guard(status_fd: int, token: bytes) -> Any:
     _ident = (_st.st_dev, _st.st_ino)
     _token = token
     _fd = status_fd
-    state = [False, False, set()]  # busy, result sent, flags sent
+    state: list[Any] = [None, False, set()]  # (unused), result sent, flags sent
+    busy: set[int] = set()  # threads inside the hook
 
     def die() -> None:
         _kill(_getpid(), _sigkill)
@@ -663,71 +667,79 @@ def _install_guard(status_fd: int, token: bytes) -> Any:
         except BaseException:
             return False
 
-    def hook(event: str, args: tuple) -> None:
-        if state[0] or (event not in _watched and event[:7] != "ctypes."):
+    def on_result() -> None:
+        caller = _getframe(2)  # hook <- on_result; 2: whoever raised the event
+        if caller is not genuine or state[1]:
+            flag("forged_result", True)
             return
-        state[0] = True
+        # The outcome is read from the runner's own locals, never from the event's
+        # arguments: a C-level callable run while the runner executes (a finalizer, a
+        # patched stream's flush) could raise this event "from" the runner, but it cannot
+        # change what the runner holds; and the runner's own later event then finds a
+        # result already sent, which flags the run as forged.
+        local = caller.f_locals
+        outcome, info = local.get("name"), local.get("info")
+        if _type(outcome) is not _str:
+            flag("forged_result", True)
+            return
+        state[1] = True
+        send({"result": {"outcome": outcome, "info": info if _type(info) is _dict else None}})
+
+    def on_event(event: str, args: tuple) -> None:
+        name = _tamper.get(event)
+        if name is not None:
+            flag(name, True)
+        elif event[:7] == "ctypes.":
+            flag("ctypes", True)
+        elif event == "open":
+            path = args[0]
+            if _type(path) is _bytes:
+                path = path.decode("utf-8", "replace")
+            if _type(path) is _str:
+                try:  # through symlinks too; a dir_fd-relative "mem" by its name
+                    path = _realpath(path)
+                except Exception:
+                    pass
+                tail = path.rsplit("/", 1)[-1]
+                if tail in ("mem", "kmem") or "map_files" in path:
+                    flag("raw_memory", True)
+        elif event == "sys._getframe":
+            if is_harness_frame(args[0]):
+                flag("harness_frames", True)
+            elif _getframe(2).f_code.co_filename == _program_file:  # the caller's
+                flag("frames", False)
+        elif event == "object.__getattr__":
+            obj, attr = args[0], args[1]
+            if attr == "__code__":
+                if _type(obj) is _function and obj.__code__.co_filename == _harness_file:
+                    flag("harness_code", True)
+            elif attr in _frame_attrs:
+                frame = obj if attr == "f_code" else _getattr(obj, attr, None)
+                if frame is not None and is_harness_frame(frame):
+                    flag("harness_frames", True)
+                elif attr != "f_code":
+                    flag("frames", False)
+        elif event == "object.__setattr__":
+            obj = args[0]
+            if _type(obj) is _function and obj.__code__.co_filename == _harness_file:
+                flag("harness_code", True)
+
+    def hook(event: str, args: tuple) -> None:
+        if event not in _watched and event[:7] != "ctypes.":
+            return
+        me = _get_ident()
+        if me in busy:  # the hook's own frame and attribute accesses
+            return
+        busy.add(me)  # per thread: another thread's events are never skipped
         try:
             if event == _result_event:
-                caller = _getframe(1)
-                if caller is not genuine or state[1]:
-                    flag("forged_result", True)
-                    return
-                state[1] = True
-                outcome, info = args if _len(args) == 2 else ("error", None)
-                if _type(outcome) is not _str:
-                    outcome = "error"
-                send(
-                    {"result": {"outcome": outcome, "info": info if _type(info) is _dict else None}}
-                )
-                return
-            name = _tamper.get(event)
-            if name is not None:
-                flag(name, True)
-            elif event[:7] == "ctypes.":
-                flag("ctypes", True)
-            elif event == "open":
-                path = args[0]
-                if _type(path) is _bytes:
-                    path = path.decode("utf-8", "replace")
-                if _type(path) is _str:
-                    try:  # through symlinks too; a dir_fd-relative "mem" by its name
-                        path = _realpath(path)
-                    except BaseException:
-                        pass
-                    tail = path.rsplit("/", 1)[-1]
-                    if tail in ("mem", "kmem") or "map_files" in path:
-                        flag("raw_memory", True)
-            elif event == "sys._getframe":
-                if is_harness_frame(args[0]):
-                    flag("harness_frames", True)
-                else:
-                    try:  # the frame that called sys._getframe
-                        direct = _getframe(1).f_code.co_filename == _program_file
-                    except BaseException:
-                        direct = False
-                    if direct:
-                        flag("frames", False)
-            elif event == "object.__getattr__":
-                obj, attr = args[0], args[1]
-                if attr == "__code__":
-                    code = _getattr(obj, "__code__", None)
-                    if _getattr(code, "co_filename", None) == _harness_file:
-                        flag("harness_code", True)
-                elif attr in _frame_attrs:
-                    frame = obj if attr == "f_code" else _getattr(obj, attr, None)
-                    if frame is not None and is_harness_frame(frame):
-                        flag("harness_frames", True)
-                    elif attr != "f_code":
-                        flag("frames", False)
-            elif event == "object.__setattr__":
-                code = _getattr(args[0], "__code__", None)
-                if _getattr(code, "co_filename", None) == _harness_file:
-                    flag("harness_code", True)
+                on_result()
+            else:
+                on_event(event, args)
         except BaseException:
-            pass
+            die()  # a flag that cannot be sent must not let the operation through
         finally:
-            state[0] = False
+            busy.discard(me)
 
     _sys.addaudithook(hook)
     return _sys.audit
