@@ -410,3 +410,15 @@ def test_fallback_home_is_private() -> None:
     for home, tmp, cwd in homes:
         assert home == tmp == cwd and "codegen_eval_" in home
     assert homes[0][0] != homes[1][0]
+
+
+def test_script_runs_as_a_fresh_main_module(pool: SandboxPool) -> None:
+    code = (
+        "import pickle, sys\n"
+        "def f():\n    return 1\n"
+        "assert pickle.loads(pickle.dumps(f)) is f\n"
+        "assert sys.modules['__main__'].f is f\n"
+        "assert not hasattr(sys.modules['__main__'], 'run_job')  # not the harness's module\n"
+    )
+    r = run(pool, code)
+    assert r.passed, r

