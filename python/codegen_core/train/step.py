@@ -58,6 +58,10 @@ def loss_sums(
     """(objective sum, sums) for one (micro-)batch: the summed cross-entropy (+ z-loss)
     over counted targets, and ``{"ce", "z", "count"}`` sums for the metrics."""
     compute = transformer.cast_params(params, jnp.dtype(opts.compute_dtype))
+    # The embedding stays fp32, so the residual stream (the scan carry) is fp32 and the
+    # matmuls take the compute dtype (on CPU, bf16 weights give fp32 outputs: a bf16
+    # carry would change type inside the scan).
+    compute = {**compute, "wte": params["wte"]}
     logits, _ = transformer.forward(
         compute,
         batch["tokens"],
@@ -127,7 +131,7 @@ def train_step(
     count = jnp.maximum(sums["count"], 1.0)
     grads = jax.tree.map(lambda g: g / count, grads)  # gradient of the mean
     loss = sums["ce"] / count
-    grad_norm = optax.global_norm(grads)
+    grad_norm = optax.tree.norm(grads)
     updates, new_opt = optimizer.update(grads, state["opt_state"], state["params"])
     new_params = optax.apply_updates(state["params"], updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
