@@ -23,7 +23,7 @@ _LAZY: dict[str, str] = {
     "load_hf_checkpoint": "codegen_core.model",
     "save_hf_checkpoint": "codegen_core.model",
     "generate": "codegen_core.sampling",
-    "SamplingParams": "codegen_core.sampling",
+    "SamplingParams": "codegen_core.sampling_params",
     "infill": "codegen_core.sampling",
     "Session": "codegen_core.sampling",
 }
@@ -34,12 +34,8 @@ if TYPE_CHECKING:  # pragma: no cover
         load_hf_checkpoint,
         save_hf_checkpoint,
     )
-    from codegen_core.sampling import (
-        SamplingParams,
-        Session,
-        generate,
-        infill,
-    )
+    from codegen_core.sampling import Session, generate, infill
+    from codegen_core.sampling_params import SamplingParams
     from codegen_core.tokenizer import (
         DEFAULT_STOP_PATTERNS,
         AddedToken,

@@ -207,13 +207,48 @@ def test_text_prompts_and_stop_patterns(params: Any) -> None:
     ids_out = generate(params, CONFIG, [tok.encode("def f"), tok.encode("x = 1")], sampling=sp)
     assert out.tokens == ids_out.tokens
     assert out.texts == [tok.decode(t) for t in ids_out.tokens]
-    pytest.importorskip(
-        "codegen_core.tokenizer", reason="codegen_core.tokenizer unavailable", exc_type=ImportError
-    )
     text = out.texts[0]
     cut = generate(params, CONFIG, ["def f"], sampling=sp, tokenizer=tok,
                    stop_patterns=[re.escape(text[3:5])])  # fmt: skip
     assert cut.texts is not None and text.startswith(cut.texts[0])
+    assert cut.texts[0] == text[: text.index(text[3:5])]
+    # the same patterns given as SamplingParams.stop
+    via_params = generate(params, CONFIG, ["def f"], tokenizer=tok,
+                          sampling=SamplingParams(max_new_tokens=8, stop=(re.escape(text[3:5]),)))  # fmt: skip
+    assert via_params.texts == cut.texts
+
+
+def test_sampling_params_supply_n_and_seed(params: Any) -> None:
+    sp = SamplingParams(max_new_tokens=6, temperature=1.0, n=2, seed=11)
+    a = generate(params, CONFIG, PROMPTS[:1], sampling=sp)
+    b = generate(params, CONFIG, PROMPTS[:1], sampling=sp, num_samples=2, seed=11)
+    assert a.tokens == b.tokens and a.prompt_index == [0, 0]
+    c = generate(params, CONFIG, PROMPTS[:1], sampling=sp, seed=12)  # explicit overrides
+    assert c.tokens != a.tokens
+
+
+class OrdinaryTokenizer:
+    """A real Tokenizer's encode_ordinary is what text prompts use (never control ids)."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def encode_ordinary(self, text: str) -> list[int]:
+        self.calls.append(text)
+        return [ord(c) - 32 for c in text]
+
+    def encode(self, text: str) -> list[int]:
+        raise AssertionError("text prompts must not go through encode (special text)")
+
+    def decode(self, ids: list[int]) -> str:
+        return "".join(chr(i + 32) for i in ids)
+
+
+def test_text_prompts_are_encoded_as_text(params: Any) -> None:
+    tok = OrdinaryTokenizer()
+    out = generate(params, CONFIG, ["a<|endoftext|>"], tokenizer=tok,
+                   sampling=SamplingParams(max_new_tokens=2))  # fmt: skip
+    assert tok.calls == ["a<|endoftext|>"] and out.texts is not None
 
 
 def test_bad_inputs_raise() -> None:
@@ -246,7 +281,6 @@ def test_cli_sample_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture[str
     tok_file = SHARED / "tokenizers" / "codegen" / "tokenizer.json"
     if not tok_file.exists():
         pytest.skip(f"shared CodeGen tokenizer not found at {tok_file}")
-    pytest.importorskip("codegen_core.tokenizer", exc_type=ImportError)
     from codegen_core.model.hf_io import save_hf_checkpoint  # noqa: PLC0415
 
     config = get_preset("tiny-codegen").replace(vocab_size=51200, n_layer=1, d_model=32,
@@ -303,8 +337,15 @@ def test_infill_with_the_real_codegen2_tokenizer() -> None:
     tok = Tokenizer.codegen2()
     prefix, suffix = "def add(a, b):\n    ", "\n\nprint(add(1, 2))\n"
     ids = infill_prompt(tok, prefix, suffix)
-    assert ids == tok.encode(f"{prefix}<mask_1>{suffix}<|endoftext|><sep><mask_1>")
+    control = {"<mask_1>", "<|endoftext|>", "<sep>"}
+    assert ids == tok.encode(
+        f"{prefix}<mask_1>{suffix}<|endoftext|><sep><mask_1>", allowed_special=control
+    )
     assert ids[-3:] == [50256, 50317, 51199]
+    # control-token text inside the prefix or suffix stays text: the structure cannot change
+    tricky = infill_prompt(tok, "s = '<mask_1><sep>'\n", "<eom>")
+    specials = set(tok.special_tokens.values())
+    assert [t for t in tricky if t in specials] == [51199, 50256, 50317, 51199]
     config = dataclasses.replace(get_preset("tiny-codegen"), vocab_size=51200)
     params = init(config, jax.random.key(0))
     sp = SamplingParams(max_new_tokens=6, temperature=1.0)
@@ -334,7 +375,7 @@ def test_session_with_the_real_codegen_tokenizer() -> None:
     fresh = generate(params, config, [turn1], tokenizer=tok, sampling=sp)
     assert fresh.texts is not None and first == fresh.texts[0]
     assert s.text == turn1 + first
-    assert s.ids == tok.encode(s.text)
+    assert s.ids == tok.encode_ordinary(s.text)
     assert all(t < tok.vocab_size for t in s.ids)  # never an id the tokenizer cannot decode
     cached = len(s._cached)
     turn2 = "\n    # Print hello\n"

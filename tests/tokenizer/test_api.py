@@ -232,3 +232,16 @@ def test_added_token_flags_match_hf(tmp_path, gpt2_json) -> None:
         ids = ours.encode(text, allowed_special="all")
         assert ids == theirs.encode(text).ids, text
         assert ours.decode(ids) == theirs.decode(ids, skip_special_tokens=False), text
+
+
+def test_tokenizer_for_a_checkpoint_directory(tmp_path) -> None:
+    assert Tokenizer.for_checkpoint(tmp_path).name == "codegen"
+    assert Tokenizer.for_checkpoint(tmp_path, codegen2=True).name == "codegen2"
+    (tmp_path / "tokenizer.json").write_bytes(
+        shared_path("tokenizers", "gpt2", "tokenizer.json").read_bytes()
+    )
+    assert Tokenizer.for_checkpoint(tmp_path, codegen2=True).vocab_size == 50257
+    codegen_file = shared_path("tokenizers", "codegen", "tokenizer.json")
+    assert Tokenizer.for_checkpoint(tmp_path, tokenizer_file=codegen_file).vocab_size == 50295
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        Tokenizer.for_checkpoint(tmp_path, tokenizer_file=tmp_path / "nope.json")

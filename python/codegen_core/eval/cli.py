@@ -1,7 +1,7 @@
 """``codegen-core eval {humaneval,mtpb,infill}``: score a samples file or sample a model.
 
-The lead's ``codegen_core/cli.py`` calls :func:`register` with its subparsers; every
-subcommand sets ``func`` to a callable taking the parsed namespace and returning an exit code.
+``codegen_core/cli.py`` calls :func:`register` with its subparsers; every subcommand sets
+``func`` to a callable taking the parsed namespace and returning an exit code.
 """
 
 # Subcommands import their modules lazily so that ``codegen-core --help`` stays instant.
@@ -88,7 +88,7 @@ def _limits(args: argparse.Namespace) -> Any:
 
 
 def _params(args: argparse.Namespace) -> Any:
-    from codegen_core.eval.sampler import SamplingParams
+    from codegen_core.sampling_params import SamplingParams
 
     return SamplingParams(
         n=args.n,
@@ -115,7 +115,7 @@ def _meta(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_humaneval(args: argparse.Namespace) -> int:
     from codegen_core.eval import humaneval, report
-    from codegen_core.eval.sampler import load_sampler
+    from codegen_core.eval.model_sampler import load_sampler
 
     problems = humaneval.load_problems(args.problems)
     if args.samples:
@@ -144,7 +144,7 @@ def _run_humaneval(args: argparse.Namespace) -> int:
 
 def _run_infill(args: argparse.Namespace) -> int:
     from codegen_core.eval import humaneval, infilling, report
-    from codegen_core.eval.sampler import load_sampler
+    from codegen_core.eval.model_sampler import load_sampler
 
     problems = infilling.load_infilling(args.infill_set, args.data_dir)
     if args.samples:
@@ -172,7 +172,7 @@ def _run_infill(args: argparse.Namespace) -> int:
 
 def _run_mtpb(args: argparse.Namespace) -> int:
     from codegen_core.eval import mtpb, report
-    from codegen_core.eval.sampler import load_sampler
+    from codegen_core.eval.model_sampler import load_sampler
 
     problems = mtpb.load_mtpb(args.problems)
     if args.problem_ids:
@@ -204,7 +204,7 @@ def _run_mtpb(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Standalone entry (``python -m codegen_core.eval.cli eval ...``) for use before wiring."""
+    """Standalone entry (``python -m codegen_core.eval.cli eval ...``)."""
     parser = argparse.ArgumentParser(prog="codegen-core")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)

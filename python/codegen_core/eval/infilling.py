@@ -16,6 +16,7 @@ from pathlib import Path
 
 from codegen_core.eval.humaneval import Problem, Sample, load_problems
 from codegen_core.eval.sampler import Sampler, SamplingParams, check_samples
+from codegen_core.tokenizer.fim import infill_prompt_text as infill_prompt  # the one format
 
 __all__ = [
     "INFILLING_SETS",
@@ -43,11 +44,6 @@ def load_infilling(name: str, data_dir: str | Path) -> dict[str, Problem]:
     if not path.is_file():
         raise FileNotFoundError(f"infilling set {name!r} not found at {path}")
     return load_problems(path)
-
-
-def infill_prompt(prefix: str, suffix: str) -> str:
-    """CodeGen2's infill prompt: the model answers after the final ``<mask_1>``."""
-    return prefix + "<mask_1>" + suffix + "<|endoftext|>" + "<sep>" + "<mask_1>"
 
 
 def truncate_infill(completion: str) -> str:

@@ -1,4 +1,4 @@
-"""A :class:`~codegen_core.eval.sampler.Sampler` over the JAX model in ``codegen_core.sampling``.
+"""The :class:`~codegen_core.eval.sampler.Sampler` of the JAX model (``codegen_core.sampling``).
 
 Everything heavy (JAX, the checkpoint) is imported when :class:`JaxSampler` is built, never
 when evaluation modules are imported.
@@ -8,22 +8,28 @@ from __future__ import annotations
 
 import importlib
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from codegen_core.eval.sampler import SamplingParams
+from codegen_core.sampling_params import SamplingParams
+from codegen_core.tokenizer.core import Tokenizer
+from codegen_core.tokenizer.fim import INFILL_CONTROL_TOKENS
 
-__all__ = ["JaxSampler"]
+__all__ = ["JaxSampler", "load_sampler"]
 
 
 class JaxSampler:
     """Continues prompts with ``codegen_core.sampling.generate`` on a loaded checkpoint.
 
     ``model_dir`` is a transformers-style directory (``config.json`` + weights), read by
-    ``codegen_core.model.hf_io.load_hf_checkpoint``. The tokenizer is ``tokenizer.json``
-    from the directory when present, else the built-in CodeGen (or CodeGen2 with
-    ``codegen2=True``) vocabulary. Every call uses a fresh seed (``params.seed`` + call
-    number), so batches of the same prompt differ while a run stays reproducible.
+    ``codegen_core.model.hf_io.load_hf_checkpoint``; the tokenizer is
+    :meth:`Tokenizer.for_checkpoint` (``tokenizer.json`` from the directory when present,
+    else the built-in CodeGen, or CodeGen2 with ``codegen2=True``). Prompts are encoded with
+    the infill format's control tokens allowed and every other special token as text (see
+    the :class:`~codegen_core.eval.sampler.Sampler` protocol). Every call uses a fresh seed
+    (``params.seed`` + call number), so batches of the same prompt differ while a run stays
+    reproducible.
     """
 
     def __init__(
@@ -37,38 +43,39 @@ class JaxSampler:
         model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise FileNotFoundError(f"model directory {model_dir} does not exist")
+        if dtype not in ("float32", "bfloat16"):
+            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
         try:
             jnp = importlib.import_module("jax.numpy")
             hf_io = importlib.import_module("codegen_core.model.hf_io")
-            self._sampling = importlib.import_module("codegen_core.sampling")
+            self._generate = importlib.import_module("codegen_core.sampling.generate").generate
         except ImportError as exc:
             raise RuntimeError(f"cannot load the JAX model for {model_dir}: {exc}") from exc
-        if dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype must be 'float32' or 'bfloat16', got {dtype!r}")
         self.config, self.params = hf_io.load_hf_checkpoint(
             model_dir, dtype=jnp.bfloat16 if dtype == "bfloat16" else jnp.float32
         )
-        self.tokenizer = _load_tokenizer(model_dir, codegen2=codegen2)
+        self.tokenizer = Tokenizer.for_checkpoint(model_dir, codegen2=codegen2)
+        specials = self.tokenizer.special_tokens
+        self._control = frozenset(t for t in INFILL_CONTROL_TOKENS if t in specials)
         self.batch_rows = batch_rows
         self._calls = 0
 
+    def encode_prompt(self, prompt: str) -> list[int]:
+        """Ids of an evaluation prompt: infill control tokens as tokens, the rest as text."""
+        return self.tokenizer.encode(prompt, allowed_special=self._control, disallowed_special=())
+
     def sample(self, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
         """``params.n`` raw completions per prompt (stop patterns are applied by the caller)."""
-        sampling = self._sampling.SamplingParams(
-            max_new_tokens=params.max_new_tokens,
-            temperature=params.temperature,
-            top_p=params.top_p if params.temperature > 0 else 1.0,
-        )
+        sampling = replace(params, stop=())  # raw text: the evaluation truncates
         out: list[list[str]] = []
         per_call = max(1, self.batch_rows // params.n)
         for start in range(0, len(prompts), per_call):
             chunk = list(prompts[start : start + per_call])
-            result = self._sampling.generate(
+            result = self._generate(
                 self.params,
                 self.config,
-                chunk,
+                [self.encode_prompt(p) for p in chunk],
                 sampling=sampling,
-                num_samples=params.n,
                 seed=params.seed + self._calls,
                 tokenizer=self.tokenizer,
             )
@@ -80,18 +87,7 @@ class JaxSampler:
         return out
 
 
-def _load_tokenizer(model_dir: Path, *, codegen2: bool) -> Any:
-    path = model_dir / "tokenizer.json"
-    try:
-        codegen_core = importlib.import_module("codegen_core")
-        tokenizer_cls = codegen_core.Tokenizer
-    except (ImportError, AttributeError):
-        if not path.exists():
-            raise RuntimeError(
-                f"{model_dir} has no tokenizer.json and codegen_core.Tokenizer is unavailable"
-            ) from None
-        tokenizers = importlib.import_module("tokenizers")
-        return tokenizers.Tokenizer.from_file(str(path))
-    if path.exists():
-        return tokenizer_cls.from_file(str(path))
-    return tokenizer_cls.codegen2() if codegen2 else tokenizer_cls.codegen()
+def load_sampler(model_dir: str | Path, **options: Any) -> JaxSampler:
+    """The sampler for a checkpoint directory (imports JAX only now); ``options`` go to
+    :class:`JaxSampler` (``dtype``, ``codegen2``, ``batch_rows``)."""
+    return JaxSampler(model_dir, **options)

@@ -33,19 +33,6 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     return p
 
 
-def _load_tokenizer(model_dir: Path, override: Path | None, codegen2: bool) -> Any:
-    """DIR/tokenizer.json when present; else the built-in CodeGen2 (infill, CodeGen2.5) or
-    CodeGen1 vocabulary (both have 51200 embedding rows, so the config cannot tell)."""
-    import codegen_core  # noqa: PLC0415 - keeps `codegen-core --help` fast
-
-    path = override or model_dir / "tokenizer.json"
-    if path.exists():
-        return codegen_core.Tokenizer.from_file(str(path))
-    if override is not None:
-        raise FileNotFoundError(f"tokenizer file {path} does not exist")
-    return codegen_core.Tokenizer.codegen2() if codegen2 else codegen_core.Tokenizer.codegen()
-
-
 class _Streamer:
     """Prints the text of a growing id list as it grows (handles split UTF-8 sequences)."""
 
@@ -70,13 +57,17 @@ def run(args: argparse.Namespace) -> int:
     import jax.numpy as jnp  # noqa: PLC0415
 
     from codegen_core.model.hf_io import load_hf_checkpoint  # noqa: PLC0415
-    from codegen_core.sampling.generate import SamplingParams, generate  # noqa: PLC0415
+    from codegen_core.sampling.generate import generate  # noqa: PLC0415
     from codegen_core.sampling.infill import infill  # noqa: PLC0415
+    from codegen_core.sampling_params import SamplingParams  # noqa: PLC0415
+    from codegen_core.tokenizer.core import Tokenizer  # noqa: PLC0415
 
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
     print(f"loading {args.model} ...", file=sys.stderr)
     config, params = load_hf_checkpoint(args.model, dtype=dtype, qkv_mp_num=args.mp_num)
-    tokenizer = _load_tokenizer(args.model, args.tokenizer, args.infill or config.arch == "llama")
+    tokenizer = Tokenizer.for_checkpoint(
+        args.model, tokenizer_file=args.tokenizer, codegen2=args.infill or config.arch == "llama"
+    )
     sampling = SamplingParams(
         max_new_tokens=args.max_new_tokens, temperature=args.temperature,
         top_p=args.top_p, top_k=args.top_k,

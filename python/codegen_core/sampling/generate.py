@@ -24,32 +24,13 @@ from jax.experimental import io_callback
 from codegen_core.model.config import CodeGenConfig
 from codegen_core.model.transformer import KVCache, Params, cache_dtype, forward, init_cache
 from codegen_core.sampling.logits import sample_next
+from codegen_core.sampling_params import SamplingParams
+from codegen_core.tokenizer.fim import encode_text
+from codegen_core.tokenizer.stop import truncate_before_pattern
+
+__all__ = ["GenerationOutput", "SamplingParams", "generate", "left_pad", "prefill_and_decode"]
 
 StreamFn = Callable[[int, np.ndarray], None]
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to pick tokens. temperature 0 means greedy (top_k/top_p then ignored)."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.0
-    top_p: float = 1.0  # nucleus mass; 1.0 disables
-    top_k: int = 0  # 0 disables
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.max_new_tokens, int) or self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be a positive int, got {self.max_new_tokens!r}")
-        if not self.temperature >= 0:
-            raise ValueError(f"temperature must be >= 0, got {self.temperature!r}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p!r}")
-        if not isinstance(self.top_k, int) or self.top_k < 0:
-            raise ValueError(f"top_k must be an int >= 0, got {self.top_k!r}")
-
-    @property
-    def greedy(self) -> bool:
-        return self.temperature == 0
 
 
 @dataclass
@@ -182,12 +163,6 @@ def left_pad(
     return tokens, mask
 
 
-def encode(tokenizer: Any, text: str) -> list[int]:
-    """ids from codegen_core.Tokenizer (list) or a HF tokenizers.Tokenizer (Encoding)."""
-    enc = tokenizer.encode(text)
-    return list(enc.ids) if hasattr(enc, "ids") else list(enc)
-
-
 def decodable_ids(tokenizer: Any) -> int | None:
     """The number of ids ``tokenizer`` can decode (codegen_core.Tokenizer.vocab_size), if known."""
     size = getattr(tokenizer, "vocab_size", None)
@@ -195,16 +170,9 @@ def decodable_ids(tokenizer: Any) -> int | None:
 
 
 def truncate_text(text: str, stop_patterns: Sequence[str] | None) -> str:
-    """Cut ``text`` before the first CodeGen stop pattern (codegen_core.tokenizer's rule)."""
-    if not stop_patterns:
-        return text
-    try:
-        from codegen_core.tokenizer import truncate_before_pattern  # noqa: PLC0415 - optional
-    except ImportError as err:  # the tokenizer package is written concurrently
-        raise ImportError(
-            "stop_patterns need codegen_core.tokenizer.truncate_before_pattern"
-        ) from err
-    return truncate_before_pattern(text, list(stop_patterns))
+    """Cut ``text`` where CodeGen's sampler would (``truncate_before_pattern``); no patterns,
+    no cut."""
+    return truncate_before_pattern(text, stop_patterns) if stop_patterns else text
 
 
 def make_key(seed: int | jax.Array | None) -> jax.Array:
@@ -232,8 +200,8 @@ def generate(
     prompts: Sequence[Sequence[int]] | Sequence[str],
     *,
     sampling: SamplingParams | None = None,
-    num_samples: int = 1,
-    seed: int | jax.Array | None = 0,
+    num_samples: int | None = None,
+    seed: int | jax.Array | None = None,
     stop_token_ids: Sequence[int] | None = None,
     tokenizer: Any = None,
     stop_patterns: Sequence[str] | None = None,
@@ -242,14 +210,20 @@ def generate(
 ) -> GenerationOutput:
     """Continue every prompt ``num_samples`` times.
 
-    prompts: token id lists, or strings (then ``tokenizer`` is required). seed: an int or a
-    ``jax.random.key``; the same seed and inputs give the same samples. stop_token_ids:
-    default (config.eos_token_id,). stop_patterns: applied to the decoded text (needs a
-    tokenizer). pad_to_multiple: the padded prompt length is rounded up to it so prompts of
-    similar length share one compiled program. stream(step, tokens) is called from inside
-    the compiled loop with each step's tokens (B,) (-1 for finished rows).
+    prompts: token id lists, or strings (then ``tokenizer`` is required; text is encoded as
+    text, so special-token strings in it are not control tokens: pass ids for those).
+    sampling: the settings (default greedy, :class:`SamplingParams`); ``num_samples``,
+    ``seed`` and ``stop_patterns`` default to its ``n``, ``seed`` and ``stop``. seed: an int
+    or a ``jax.random.key``; the same seed and inputs give the same samples.
+    stop_token_ids: default (config.eos_token_id,). stop_patterns: applied to the decoded
+    text (needs a tokenizer). pad_to_multiple: the padded prompt length is rounded up to it
+    so prompts of similar length share one compiled program. stream(step, tokens) is called
+    from inside the compiled loop with each step's tokens (B,) (-1 for finished rows).
     """
     sp = sampling or SamplingParams()
+    num_samples = sp.n if num_samples is None else num_samples
+    seed = sp.seed if seed is None else seed
+    stop_patterns = sp.stop if stop_patterns is None else stop_patterns
     if num_samples < 1:
         raise ValueError(f"num_samples must be >= 1, got {num_samples}")
     if stop_patterns and tokenizer is None:
@@ -257,7 +231,7 @@ def generate(
     if len(prompts) and isinstance(prompts[0], str):
         if tokenizer is None:
             raise ValueError("text prompts need a tokenizer (or pass token id lists)")
-        rows = [encode(tokenizer, p) for p in prompts]  # type: ignore[arg-type]
+        rows = [encode_text(tokenizer, p) for p in prompts]  # type: ignore[arg-type]
     else:
         rows = [list(map(int, p)) for p in prompts]
     for i, r in enumerate(rows):

@@ -19,16 +19,16 @@ import numpy as np
 from codegen_core.model.config import CodeGenConfig
 from codegen_core.model.transformer import KVCache, Params, cache_dtype, init_cache
 from codegen_core.sampling.generate import (
-    SamplingParams,
     _knobs,
     _stop_array,
     decodable_ids,
-    encode,
     left_pad,
     make_key,
     prefill_and_decode,
     truncate_text,
 )
+from codegen_core.sampling_params import SamplingParams
+from codegen_core.tokenizer.fim import encode_text
 
 
 @functools.partial(jax.jit, donate_argnames=("cache",))
@@ -59,15 +59,18 @@ class Session:
         sampling: SamplingParams | None = None,
         stop_token_ids: Sequence[int] | None = None,
         stop_patterns: Sequence[str] | None = None,
-        seed: int | jax.Array | None = 0,
+        seed: int | jax.Array | None = None,
         chunk_multiple: int = 16,
     ) -> None:
+        """``stop_patterns`` and ``seed`` default to ``sampling.stop`` and ``sampling.seed``;
+        text is encoded as text (special-token strings are not control tokens)."""
         self.params, self.config, self.tokenizer = params, config, tokenizer
         self.max_len = max_len or config.n_ctx
         self.sampling = sampling or SamplingParams()
-        self.stop_token_ids, self.stop_patterns = stop_token_ids, stop_patterns
+        self.stop_token_ids = stop_token_ids
+        self.stop_patterns = self.sampling.stop if stop_patterns is None else stop_patterns
         self.chunk_multiple = chunk_multiple
-        self._key = make_key(seed)
+        self._key = make_key(self.sampling.seed if seed is None else seed)
         self.text = ""  # the context as text (text mode)
         self.ids: list[int] = []  # the context as tokens
         self._cached: list[int] = []  # tokens whose keys/values are in the cache, in order
@@ -80,10 +83,10 @@ class Session:
         if self.tokenizer is None:
             raise ValueError("Session.send needs a tokenizer; use send_ids for token ids")
         context = self.text + text
-        new_ids = self._run(encode(self.tokenizer, context), sampling)
+        new_ids = self._run(encode_text(self.tokenizer, context), sampling)
         completion = truncate_text(self.tokenizer.decode(new_ids), self.stop_patterns)
         self.text = context + completion
-        self.ids = encode(self.tokenizer, self.text)
+        self.ids = encode_text(self.tokenizer, self.text)
         return completion
 
     def send_ids(self, ids: Sequence[int], *, sampling: SamplingParams | None = None) -> list[int]:

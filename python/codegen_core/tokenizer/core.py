@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterable, Sequence
 from collections.abc import Set as AbstractSet
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
@@ -109,6 +110,30 @@ class Tokenizer:
     def codegen2(cls, gpt2_dir: str | os.PathLike[str] | None = None) -> Tokenizer:
         """CodeGen2 / 2.5: CodeGen1 plus FIM, ``<sep>``, ``<eom>`` and ``<mask_k>`` up to 51199."""
         return cls(gpt2_spec(gpt2_dir, "codegen2"))
+
+    @classmethod
+    def for_checkpoint(
+        cls,
+        model_dir: str | os.PathLike[str],
+        *,
+        tokenizer_file: str | os.PathLike[str] | None = None,
+        codegen2: bool = False,
+    ) -> Tokenizer:
+        """The tokenizer of a transformers checkpoint directory.
+
+        ``tokenizer_file`` when given (it must exist), else ``model_dir/tokenizer.json`` when
+        present, else the built-in CodeGen2 layout (``codegen2=True``: infill, CodeGen2.5) or
+        CodeGen1: CodeGen checkpoints have 51200 embedding rows either way, so their config
+        cannot tell which.
+        """
+        if tokenizer_file is not None:
+            if not Path(tokenizer_file).is_file():
+                raise FileNotFoundError(f"tokenizer file {tokenizer_file} does not exist")
+            return cls.from_file(tokenizer_file)
+        path = Path(model_dir) / "tokenizer.json"
+        if path.is_file():
+            return cls.from_file(path)
+        return cls.codegen2() if codegen2 else cls.codegen()
 
     # ---- properties ---------------------------------------------------------------------
     @property
