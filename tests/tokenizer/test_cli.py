@@ -25,13 +25,15 @@ def test_tokenize_default_runs_on_the_stdlib() -> None:
 
 
 def test_tokenize_paths_and_presets(tmp_path, capsys) -> None:
-    (tmp_path / "a.py").write_text("def f():\n    return 1\n")
+    (tmp_path / "a.py").write_text("def f():\n    return '<mask_1><|endoftext|>'\n")
     (tmp_path / "b.py").write_bytes(b"\xff\xfe not utf-8")
     (tmp_path / "c.txt").write_text("ignored")
     assert main(["tokenize", str(tmp_path), "--no-progress", "--tokenizer", "codegen2"]) == 0
     captured = capsys.readouterr()
     assert "files          1 (1 skipped)" in captured.out
-    expected = len(Tokenizer.codegen2().encode("def f():\n    return 1\n"))
+    expected = len(
+        Tokenizer.codegen2().encode_ordinary("def f():\n    return '<mask_1><|endoftext|>'\n")
+    )
     assert f"tokens         {expected}\n" in captured.out
     assert "b.py" in captured.err
 

@@ -81,7 +81,8 @@ def run(args: argparse.Namespace) -> int:
     def flush() -> None:
         nonlocal n_tokens, seconds, batch_bytes
         start = time.perf_counter()
-        ids, _ = tok.encode_batch_flat(batch, num_threads=args.threads)
+        # files are text: special-token strings in them are encoded as text
+        ids, _ = tok.encode_batch_flat(batch, disallowed_special=(), num_threads=args.threads)
         seconds += time.perf_counter() - start
         n_tokens += len(ids)
         bar.update(batch_bytes)
