@@ -27,6 +27,7 @@ AllowedSpecial = Literal["all", "none"] | AbstractSet[str] | tuple[str, ...]
 #: (every special token not allowed) or a set of their strings; ``()`` = none.
 DisallowedSpecial = Literal["all"] | AbstractSet[str] | tuple[str, ...]
 _Policy = tuple[list[int] | None, list[int] | None]  # (allowed ids, disallowed ids); None = all
+_NONE_ALLOWED: AbstractSet[str] = frozenset()  # the default allowed_special (identity-checked)
 IdsLike = Sequence[int] | npt.NDArray[np.integer]
 
 
@@ -185,6 +186,8 @@ class Tokenizer:
     def _policy(
         self, allowed_special: AllowedSpecial, disallowed_special: DisallowedSpecial
     ) -> _Policy:
+        if allowed_special is _NONE_ALLOWED and disallowed_special == "all":
+            return self._default_policy  # the common call: no per-call work
         if allowed_special == "all":
             return None, []
         if allowed_special == "none":
@@ -199,7 +202,7 @@ class Tokenizer:
         self,
         text: str,
         *,
-        allowed_special: AllowedSpecial = frozenset(),
+        allowed_special: AllowedSpecial = _NONE_ALLOWED,
         disallowed_special: DisallowedSpecial = "all",
     ) -> list[int]:
         """Token ids of ``text``; special-token text is never silently a control token.
@@ -255,7 +258,7 @@ class Tokenizer:
         self,
         texts: Iterable[str],
         *,
-        allowed_special: AllowedSpecial = frozenset(),
+        allowed_special: AllowedSpecial = _NONE_ALLOWED,
         disallowed_special: DisallowedSpecial = "all",
         num_threads: int = 0,
     ) -> list[list[int]]:
@@ -275,7 +278,7 @@ class Tokenizer:
         self,
         texts: Iterable[str],
         *,
-        allowed_special: AllowedSpecial = frozenset(),
+        allowed_special: AllowedSpecial = _NONE_ALLOWED,
         disallowed_special: DisallowedSpecial = "all",
         num_threads: int = 0,
     ) -> tuple[npt.NDArray[np.uint32], npt.NDArray[np.int64]]:
