@@ -1153,17 +1153,23 @@ def _verdict(
     return out
 
 
-def _supervise_p3(p3: int, status_r: int) -> tuple[int, Any, bytes, bool]:
-    """P2: read P3's status pipe while reaping, until P3 has exited.
+def _supervise_p3(p3: int, status_r: int, token: bytes) -> tuple[Any, Any, bytes, bool]:
+    """P2: read P3's status pipe while reaping, until the guard's result line is complete or
+    P3 has exited.
 
-    Returns P3's wait status, its rusage, what the pipe held (up to STATUS_CAP) and whether
-    more than that was written.
+    Returns P3's wait status (None when the result came first: P3 is still exiting, and is
+    killed with the namespace), its rusage, what the pipe held up to the end of the result
+    line (at most STATUS_CAP) and whether more than STATUS_CAP was written. Whatever the
+    program does after its result line cannot change the verdict (the guard sent the
+    runner's final outcome), so it is not read.
     """
     import select
 
-    chunks: list[bytes] = []
-    kept = 0
+    buf = bytearray()
     flooded = False
+    marker = token + b'{"result":'
+    search_from = 0
+    result_end = -1
     poller = select.poll()
     poller.register(status_r, select.POLLIN)
     try:
@@ -1175,15 +1181,22 @@ def _supervise_p3(p3: int, status_r: int) -> tuple[int, Any, bytes, bool]:
     open_pipe = True
 
     def take(data: bytes) -> None:
-        nonlocal kept, flooded
-        room = STATUS_CAP - kept
+        nonlocal flooded, search_from, result_end
+        room = STATUS_CAP - len(buf)
         if len(data) > room:
             flooded = True
-        if room > 0:
-            chunks.append(data[:room])
-            kept += min(room, len(data))
+        buf.extend(data[: max(room, 0)])
+        if result_end < 0:
+            start = buf.find(marker, max(search_from - len(marker), 0))
+            if start < 0:
+                search_from = len(buf)
+                return
+            search_from = start + len(marker)
+            end = buf.find(b"\n", start)
+            if end >= 0 and (start == 0 or buf[start - 1] == 10):
+                result_end = end
 
-    while status is None:
+    while status is None and result_end < 0:
         try:
             events = poller.poll(1000 if p3fd is not None else 20)
         except InterruptedError:
@@ -1196,7 +1209,7 @@ def _supervise_p3(p3: int, status_r: int) -> tuple[int, Any, bytes, bool]:
                 else:
                     poller.unregister(status_r)
                     open_pipe = False
-        while True:  # reap (P2 is the namespace's init)
+        while result_end < 0:  # reap (P2 is the namespace's init)
             try:
                 pid, wstatus, rusage = os.wait4(-1, os.WNOHANG)
             except ChildProcessError:
@@ -1209,13 +1222,16 @@ def _supervise_p3(p3: int, status_r: int) -> tuple[int, Any, bytes, bool]:
                 status, usage = wstatus, rusage
     if p3fd is not None:
         os.close(p3fd)
-    os.set_blocking(status_r, False)
-    try:
-        while data := os.read(status_r, 1 << 16):
-            take(data)
-    except (BlockingIOError, OSError):
-        pass
-    return status, usage, b"".join(chunks), flooded
+    if result_end < 0:  # P3 is gone: take what is already in the pipe
+        os.set_blocking(status_r, False)
+        try:
+            while result_end < 0 and (data := os.read(status_r, 1 << 16)):
+                take(data)
+        except (BlockingIOError, OSError):
+            pass
+    if result_end >= 0:
+        del buf[result_end + 1 :]
+    return status, usage, bytes(buf), flooded
 
 
 def run_job(spec: dict[str, Any]) -> None:
@@ -1377,9 +1393,11 @@ def run_job(spec: dict[str, Any]) -> None:
     import time
 
     start = time.monotonic()
-    status, usage, data, flooded = _supervise_p3(p3, status_r)
+    status, usage, data, flooded = _supervise_p3(p3, status_r, token)
     message: dict[str, Any] = {"event": "exit", "wall": time.monotonic() - start}
-    if os.WIFSIGNALED(status):
+    if status is None:
+        pass  # the verdict came first; P3 dies with the namespace
+    elif os.WIFSIGNALED(status):
         message["signal"] = os.WTERMSIG(status)
     else:
         message["code"] = os.waitstatus_to_exitcode(status)
