@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from codegen_core.model.attention import attention, xla_attention
+from codegen_core.model.attention import attention, pallas_ok, xla_attention
 from codegen_core.model.config import CodeGenConfig, get_preset
 from codegen_core.model.transformer import (
     forward,
@@ -108,6 +108,17 @@ def test_packed_logits_equal_documents_alone(model: Any, impl: str) -> None:
     )
     real = batch["segment_ids"] > 0
     np.testing.assert_allclose(derived[real], packed[real], atol=1e-6)
+
+
+@pytest.mark.skipif(not pallas_ok(), reason="compiled Pallas kernels need a TPU or GPU")
+def test_packed_compiled_kernel_matches_xla_on_accelerator(model: Any) -> None:
+    config, params = model
+    batch = {k: jnp.asarray(v) for k, v in _packed(config).items()}
+    kw = {"segment_ids": batch["segment_ids"], "positions": batch["positions"]}
+    fast = np.asarray(_fwd(params, batch["tokens"], config, attn_impl="pallas", **kw))
+    slow = np.asarray(_fwd(params, batch["tokens"], config, attn_impl="xla", **kw))
+    real = np.asarray(batch["segment_ids"]) > 0
+    np.testing.assert_allclose(fast[real], slow[real], atol=2e-3)  # TPU/GPU matmul precision
 
 
 def _weights(config: CodeGenConfig) -> np.ndarray:

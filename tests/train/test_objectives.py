@@ -204,3 +204,43 @@ def test_hypothesis_round_trip(case: tuple[list[int], int, ObjectiveConfig, int]
     long_pieces = sum(b - a >= MIN_PIECE for i in range(len(batch["tokens"]))
                       for a, b in _pieces(batch["segment_ids"][i]))  # fmt: skip
     assert corrupted == long_pieces
+
+
+def test_prefix_lm_batch_through_the_model_has_no_leak() -> None:
+    """A corrupted record through ``forward`` with its prefix mask: the input part (through
+    ``<sep>``) is bidirectional but never sees the targets; other documents stay invisible."""
+    import jax  # noqa: PLC0415  (the model is only needed here)
+    import jax.numpy as jnp  # noqa: PLC0415
+
+    from codegen_core.model.config import get_preset  # noqa: PLC0415
+    from codegen_core.model.transformer import forward, init  # noqa: PLC0415
+
+    config = get_preset("tiny-codegen")  # vocab 96: sentinels at the top of it
+    ids = SpecialIds(eos=95, sep=94, eom=93, mask_end=93, n_masks=16)
+    ids.check_vocab(config.vocab_size)
+    rng = np.random.default_rng(0)
+    packer = Packer(PackConfig(seq_len=48, min_tail=4, eos_id=ids.eos, pad_id=ids.eos))
+    seqs = packer.add(rng.integers(0, 77, 25)) + packer.add(rng.integers(0, 77, 14))
+    seqs += packer.finish()
+    batch = {k: np.stack([getattr(s, k) for s in seqs]) for k in
+             ("tokens", "segment_ids", "positions")}  # fmt: skip
+    cfg = ObjectiveConfig(span_corruption_ratio=1.0, mean_span_length=3.0, prefix_lm=True)
+    out = apply_objectives(batch, config=cfg, first_record_index=0, ids=ids)
+    sep = int(np.flatnonzero(out["tokens"][0] == ids.sep)[0])
+    assert (out["segment_ids"][0, :26] == 1).all() and out["segment_ids"][0, 26] == 2
+    assert out["prefix_mask"][0, : sep + 1].all() and not out["prefix_mask"][0, sep + 1 : 26].any()
+    params = init(config, jax.random.key(0))
+
+    def logits(tokens: np.ndarray) -> np.ndarray:
+        return np.asarray(forward(params, jnp.asarray(tokens), config,
+                                  segment_ids=jnp.asarray(out["segment_ids"]),
+                                  positions=jnp.asarray(out["positions"]),
+                                  prefix_mask=jnp.asarray(out["prefix_mask"]))[0])  # fmt: skip
+
+    ref = logits(out["tokens"])
+    changed = out["tokens"].copy()
+    changed[0, sep + 2] = (changed[0, sep + 2] + 1) % 77  # a target token of document 1
+    moved = np.abs(logits(changed) - ref).max(-1)[0] > 1e-6  # (T,)
+    assert not moved[: sep + 2].any()  # the input part and earlier targets never see it
+    assert moved[sep + 2 : 26].all()  # later targets of the same document do
+    assert not moved[26:].any()  # the second document does not
