@@ -78,10 +78,18 @@ class Checkpointer:
 
     # ---- queries ---------------------------------------------------------------------
     def all_steps(self) -> list[int]:
-        """Steps with a complete checkpoint, ascending."""
-        self._manager.reload()
+        """Steps with a complete checkpoint, ascending.
+
+        Read from the directory itself (not orbax's cache, which other processes' saves
+        and deletions make stale): a step counts once its directory ``<step>`` exists
+        (orbax renames it into place last) and holds orbax's commit file.
+        """
+        if not self.directory.is_dir():
+            return []
         return sorted(
-            s for s in self._manager.all_steps() if (self._step_dir(s) / _COMMIT_FILE).is_file()
+            int(p.name)
+            for p in self.directory.iterdir()
+            if p.name.isdigit() and (p / _COMMIT_FILE).is_file()
         )
 
     def latest_step(self) -> int | None:
@@ -107,7 +115,6 @@ class Checkpointer:
             self._step_dir(step).replace(self.directory / f"{_TRASH_PREFIX}{step}")
         for trash in sorted(self.directory.glob(f"{_TRASH_PREFIX}*")):
             shutil.rmtree(trash, ignore_errors=True)
-        self._manager.reload()
 
     # ---- save ------------------------------------------------------------------------
     def save(
@@ -134,7 +141,7 @@ class Checkpointer:
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"{name} must be JSON-serialisable: {exc}") from exc
         self._collect_garbage()
-        if step in self._manager.all_steps():
+        if step in self.all_steps():
             return
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -209,6 +216,7 @@ class Checkpointer:
         )
         where = self._step_dir(step)
         try:
+            self._manager.reload()  # the step may come from another process or run
             restored = self._manager.restore(step, args=args)
         except Exception as exc:  # orbax/tensorstore raise many types; name the place
             raise CheckpointError(
