@@ -1059,18 +1059,26 @@ def run_programs(
     limits: Limits | None = None,
     progress: bool | str = False,
     preload: Sequence[str] = (),
+    env: Mapping[str, str] | None = None,
 ) -> tuple[list[ExecResult], tuple[str, ...]]:
     """(results in input order, protections applied) on ``pool``, or on a pool made for this
-    call (``workers``, ``preload``) and closed after it."""
+    call (``workers``, ``preload``, ``env``) and closed after it."""
     if pool is not None:
+        if env is not None:
+            raise ValueError("pass env to the SandboxPool, not with an existing pool")
         return pool.run_many(programs, limits=limits, progress=progress), pool.protections
-    with SandboxPool(workers=workers, limits=limits, preload=preload) as own:
+    with SandboxPool(workers=workers, limits=limits, preload=preload, env=env) as own:
         return own.run_many(programs, limits=limits, progress=progress), own.protections
 
 
 def run_program(
-    code: str, *, mode: Mode = "script", limits: Limits | None = None, expected: Any = None
+    code: str,
+    *,
+    mode: Mode = "script",
+    limits: Limits | None = None,
+    expected: Any = None,
+    env: Mapping[str, str] | None = None,
 ) -> ExecResult:
     """Run one program in a throwaway single-slot pool (convenience for scripts and tests)."""
-    with SandboxPool(workers=1, limits=limits) as pool:
+    with SandboxPool(workers=1, limits=limits, env=env) as pool:
         return pool.run(Program(code, mode=mode, expected=expected))
