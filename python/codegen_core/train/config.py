@@ -119,6 +119,7 @@ class ObjectivesSection:
     span_corruption_ratio: float = 0.0  # fraction of records span-corrupted (CodeGen2: ~0.5)
     mean_span_length: float | None = None  # None: objectives.ObjectiveConfig's default
     max_spans: int | None = None  # None: objectives.ObjectiveConfig's default
+    noise_density: float | None = None  # fraction of a piece masked out; None: the default
     prefix_lm: bool = False  # bidirectional attention over the corrupted input
     seed: int = 0
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import importlib.util
 import json
 import math
 import signal
@@ -218,6 +219,7 @@ def train(cfg: Config) -> TrainResult:
             num_epochs=None,
         ),
     )
+    objective = _objective(cfg, model, loader)
     ckpt = Checkpointer(
         run_dir / "checkpoints", keep=cfg.checkpoint.keep, async_save=cfg.checkpoint.async_save
     )
@@ -227,14 +229,16 @@ def train(cfg: Config) -> TrainResult:
             return _run(
                 cfg=cfg, model=model, init_params=init_params, mesh=mesh, optimizer=optimizer,
                 schedule=schedule, opts=opts, loader=loader, ckpt=ckpt, writer=writer, stop=stop,
-                held_manifest=held_manifest, seq_len=seq_len,
+                held_manifest=held_manifest, seq_len=seq_len, objective=objective,
             )  # fmt: skip
     finally:
         ckpt.close()
         writer.close()
-        plot = cfg.log.plot and jax.process_index() == 0
-        if plot and (run_dir / "metrics.jsonl").exists() and metrics.plot_loss(run_dir) is None:
-            _say("note: matplotlib is not installed; no loss.png written")
+        if cfg.log.plot and jax.process_index() == 0 and (run_dir / "metrics.jsonl").exists():
+            if importlib.util.find_spec("matplotlib") is None:
+                _say("note: matplotlib is not installed; no loss.png written")
+            else:
+                metrics.plot_loss(run_dir)
 
 
 def _run(
@@ -252,6 +256,7 @@ def _run(
     stop: _StopFlag,
     held_manifest: dict[str, Any] | None,
     seq_len: int,
+    objective: Any,
 ) -> TrainResult:
     latest = ckpt.latest_step()
     if latest is not None:
@@ -274,7 +279,6 @@ def _run(
     flops_tok = metrics.flops_per_token(model, seq_len)
     peak = metrics.total_peak_flops(cfg.log.peak_tflops)
     tokens_per_step = cfg.train.global_batch_size * seq_len
-    objective = _objective(cfg, model, loader)
 
     bar = None
     if cfg.log.progress and jax.process_index() == 0:
@@ -346,30 +350,30 @@ def _save(ckpt: Checkpointer, step: int, state: Any, loader: BatchLoader, cfg: C
 
 
 def _objective(cfg: Config, model: CodeGenConfig, loader: BatchLoader) -> Any:
-    """``f(local_batch, step) -> batch`` applying span corruption / prefix-LM, or None."""
+    """``f(local_batch, step) -> batch`` applying span corruption / prefix-LM, or None.
+    Record r of the run is global record ``step * global_batch + process offset + i``, so
+    which records are corrupted, and how, is the same on any process count and on resume."""
     o = cfg.objectives
     if o.span_corruption_ratio == 0 and not o.prefix_lm:
         return None
     from codegen_core.train import objectives  # noqa: PLC0415
 
-    extra = {k: v for k, v in (("mean_span_length", o.mean_span_length),
-                               ("max_spans", o.max_spans)) if v is not None}  # fmt: skip
+    optional = {"mean_span_length": o.mean_span_length, "max_spans": o.max_spans,
+                "noise_density": o.noise_density}  # fmt: skip
     ocfg = objectives.ObjectiveConfig(
-        span_corruption_ratio=o.span_corruption_ratio, prefix_lm=o.prefix_lm, seed=o.seed, **extra
+        span_corruption_ratio=o.span_corruption_ratio,
+        prefix_lm=o.prefix_lm,
+        seed=o.seed,
+        **{k: v for k, v in optional.items() if v is not None},
     )
     ids = objectives.SpecialIds.codegen2()
+    ids.check_vocab(model.vocab_size)  # fails now, before compiling
     lc = loader.config
 
     def apply(batch: dict[str, np.ndarray], step: int) -> dict[str, np.ndarray]:
         first = step * lc.global_batch_size + lc.process_index * lc.local_batch_size
         return objectives.apply_objectives(batch, config=ocfg, first_record_index=first, ids=ids)
 
-    # fail now (before compiling) if the model cannot hold the sentinel ids
-    if max(ids.eos, ids.sep, ids.eom) >= model.vocab_size:
-        raise ConfigError(
-            f"objectives need token ids up to {max(ids.eos, ids.sep, ids.eom)}, but "
-            f"model.vocab_size is {model.vocab_size}"
-        )
     return apply
 
 

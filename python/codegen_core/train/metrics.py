@@ -108,7 +108,7 @@ def read_metrics(path: str | Path) -> list[dict[str, Any]]:
 
 def plot_loss(run_dir: str | Path) -> Path | None:
     """``<run_dir>/loss.png`` from metrics.jsonl; None (with nothing written) when matplotlib
-    is not installed."""
+    is not installed or there is nothing to plot."""
     try:
         import matplotlib  # noqa: PLC0415 - optional extra
 
@@ -119,6 +119,8 @@ def plot_loss(run_dir: str | Path) -> Path | None:
     records = read_metrics(Path(run_dir) / "metrics.jsonl")
     train = [(r["step"], r["loss"]) for r in records if "loss" in r]
     held = [(r["step"], r["eval_loss"]) for r in records if "eval_loss" in r]
+    if not train and not held:
+        return None
     fig, axis = plt.subplots(figsize=(7, 4))
     if train:
         axis.plot(*zip(*train, strict=True), label="train loss")
