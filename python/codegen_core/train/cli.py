@@ -39,23 +39,20 @@ def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.steps=100")
-
-
-def _export_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="codegen-core train export",
-        description="write a run's trained params as a transformers checkpoint directory",
-    )
-    p.add_argument("--run", required=True, type=Path, help="the run directory (run.dir)")
-    p.add_argument("--out", required=True, type=Path, help="output directory")
-    p.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
-    p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
-    return p
+    e = p.add_argument_group("train export --run RUN --out DIR (write a run as transformers)")
+    e.add_argument("--run", type=Path, default=None, help="the run directory (run.dir)")
+    e.add_argument("--out", type=Path, default=None, help="output directory")
+    e.add_argument("--step", type=int, default=None, help="checkpoint step (default: latest)")
+    e.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
 
 
 def run(args: argparse.Namespace) -> int:
     if args.overrides and args.overrides[0] == "export":
-        return run_export(_export_parser().parse_args(args.overrides[1:]))
+        if args.run is None or args.out is None or len(args.overrides) > 1:
+            raise ValueError("usage: codegen-core train export --run RUN --out DIR [--step N]")
+        return run_export(args)
+    if args.run is not None or args.out is not None:
+        raise ValueError("--run/--out belong to `train export`; a run takes run.dir=DIR")
     from codegen_core.train.config import load_config  # noqa: PLC0415 - keeps --help fast
     from codegen_core.train.loop import train  # noqa: PLC0415
 
