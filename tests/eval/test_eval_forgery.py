@@ -180,6 +180,30 @@ def test_forgeries_are_flagged(pool: SandboxPool) -> None:
         assert not r.passed and flag in r.flags, (name, r)
 
 
+@pytest.mark.parametrize(
+    ("code", "flag"),
+    [
+        ("open('/proc/self/maps').read()", "raw_memory"),
+        ("import os\nos.symlink('/proc/self/mem', 'm')\nopen('m', 'rb').close()", "raw_memory"),
+        (
+            (
+                "import os\nfd = os.open('/proc/self', os.O_RDONLY)\n"
+                "os.close(os.open('mem', os.O_RDONLY, dir_fd=fd))"
+            ),
+            "raw_memory",
+        ),
+        ("import ctypes\nctypes.string_at(id(1), 8)", "ctypes"),
+        ("import sys\nsys.addaudithook(lambda *a: None)", "audit_hook"),
+        ("import gc\ngc.get_referrers(gc)", "gc"),
+    ],
+)
+def test_raw_memory_and_introspection_void_a_pass(pool: SandboxPool, code: str, flag: str):
+    r = pool.run(Program(code))
+    # failed either way: by the flag, or because the kernel refused (the program's process
+    # is not dumpable, so its /proc files belong to root)
+    assert r.status is Status.FAILED and r.tampered and flag in r.flags, r
+
+
 def test_a_passing_program_that_forges_is_failed(pool: SandboxPool) -> None:
     """Even a program that would pass is failed once it wrote to the verdict channel."""
     code = "import os\nfor fd in range(3, 64):\n    try:\n        os.write(fd, b'x\\n')\n"

@@ -570,7 +570,13 @@ _TAMPER_EVENTS = {
     "sys.setprofile": "trace",
     "sys.addaudithook": "audit_hook",
     "sys.monitoring.register_callback": "trace",
+    # a subinterpreter has no audit hooks of ours; clearing hooks happens only when the
+    # interpreter finalizes, which the runner never lets happen
+    "cpython.PyInterpreterState_New": "subinterpreter",
+    "cpython._PySys_ClearAuditHooks": "audit_hook",
 }
+# /proc files that read this process's memory or show where it is
+_RAW_MEMORY_FILES = ("mem", "kmem", "maps", "smaps", "smaps_rollup", "pagemap", "numa_maps")
 _FRAME_ATTRS = ("tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_code")
 
 
@@ -612,6 +618,7 @@ def _install_guard(status_fd: int, token: bytes) -> Any:
     _result_event = RESULT_EVENT
     _tamper = dict(_TAMPER_EVENTS)
     _frame_attrs = _FRAME_ATTRS
+    _raw_files = _RAW_MEMORY_FILES
     _watched = frozenset(
         [*_TAMPER_EVENTS, RESULT_EVENT, "open", "sys._getframe", "object.__getattr__",
          "object.__setattr__"]
@@ -709,7 +716,7 @@ def _install_guard(status_fd: int, token: bytes) -> Any:
                 except Exception:
                     pass
                 tail = path.rsplit("/", 1)[-1]
-                if tail in ("mem", "kmem") or "map_files" in path:
+                if tail in _raw_files or "map_files" in path:
                     flag("raw_memory", True)
         elif event == "sys._getframe":
             if is_harness_frame(args[0]):
