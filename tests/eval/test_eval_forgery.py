@@ -16,7 +16,15 @@ from collections.abc import Iterator
 import pytest
 
 from codegen_core.eval import _child
-from codegen_core.eval.sandbox import Limits, Program, SandboxPool, Status, _parse
+from codegen_core.eval.sandbox import (
+    Limits,
+    Program,
+    SandboxPool,
+    Status,
+    _Capture,
+    _classify,
+    _parse,
+)
 
 FAST = Limits(timeout=3.0, kill_grace=0.5, memory_bytes=1 << 30)
 
@@ -320,3 +328,25 @@ def test_verdict_compares_mtpb_outside_the_program() -> None:
     garbage = {"outcome": "compare", "info": {"value": ["value", ["zz", 1]]}}
     assert _child._verdict(garbage, spec, 1)["outcome"] == "failed"
     assert _child._verdict(result, {"mode": "humaneval"}, None)["outcome"] == "error"
+
+
+def test_malformed_messages_fail_the_job() -> None:
+    """A job whose message pipe carried anything malformed is never passed (and the harness
+    classifies it without raising)."""
+    exit_ = {"event": "exit", "result": {"outcome": "passed"}, "flags": [], "tampered": False}
+    common = {
+        "program": Program("pass"),
+        "limits": FAST,
+        "killed_at_deadline": False,
+        "duration": 0.01,
+        "out": _Capture(10),
+        "err": _Capture(10),
+    }
+    assert _classify(messages={"exit": exit_}, **common).passed
+    r = _classify(messages={"exit": exit_}, malformed=1, **common)
+    assert r.status is Status.FAILED and "malformed_message" in r.flags
+    odd = {"event": "exit", "result": {"outcome": ["passed"]}, "flags": "x", "code": "0"}
+    r = _classify(messages={"exit": odd}, **common)
+    assert not r.passed and r.exit_code is None
+    r = _classify(messages={}, malformed=3, **common)
+    assert r.status is Status.CRASHED and "malformed" in r.reason
