@@ -51,6 +51,21 @@ def test_restore_accepts_concrete_arrays_as_the_target(tmp_path: Path, mesh1) ->
         worker.check_state(state, 2, mesh1)
 
 
+def test_an_async_save_is_unaffected_by_donating_the_state_right_after(tmp_path: Path) -> None:
+    """The train step donates the state: save() must have taken its copy before returning."""
+    step_fn = jax.jit(lambda s: jax.tree.map(lambda x: x * 0 - 1, s), donate_argnums=0)
+    with Checkpointer(tmp_path, keep=5) as ckpt:
+        state = None
+        for step in (1, 2, 3):
+            state = {"w": [jax.numpy.full((256, 512), float(step)) for _ in range(4)]}
+            ckpt.save(step, state, loader_state={}, config={})
+            state = step_fn(state)  # overwrites (or frees) the saved buffers in place
+        ckpt.wait()
+        for step in (1, 2, 3):
+            got, _, _ = ckpt.restore(abstract_like(state), step=step)
+            assert all(np.all(np.asarray(w) == step) for w in got["w"])
+
+
 def test_keeps_the_last_n_and_leaves_an_existing_step_alone(tmp_path: Path, mesh1) -> None:
     with Checkpointer(tmp_path, keep=2) as ckpt:
         for step in (1, 2, 3, 4):
