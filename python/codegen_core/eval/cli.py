@@ -88,6 +88,7 @@ def _limits(args: argparse.Namespace) -> Any:
 
 
 def _params(args: argparse.Namespace) -> Any:
+    from codegen_core.eval.sampler import STOP_PATTERNS
     from codegen_core.sampling_params import SamplingParams
 
     return SamplingParams(
@@ -96,6 +97,7 @@ def _params(args: argparse.Namespace) -> Any:
         top_p=args.top_p,
         max_new_tokens=args.max_new_tokens,
         seed=args.seed,
+        stop=STOP_PATTERNS,  # a hint: a sampler may stop once one matched
     )
 
 
