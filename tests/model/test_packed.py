@@ -144,8 +144,8 @@ def test_packed_gradients_equal_sum_over_documents(model: Any, impl: str) -> Non
             total = total + jnp.sum(logits * w[r, start : start + len(doc)])
         return total
 
-    g_packed = jax.grad(packed_loss)(params)
-    g_docs = jax.grad(docs_loss)(params)
+    g_packed = jax.jit(jax.grad(packed_loss))(params)
+    g_docs = jax.jit(jax.grad(docs_loss))(params)
     for (path, a), b in zip(jax.tree_util.tree_leaves_with_path(g_packed),
                             jax.tree.leaves(g_docs), strict=True):  # fmt: skip
         scale = max(1.0, float(np.abs(np.asarray(b)).max()))
