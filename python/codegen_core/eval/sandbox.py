@@ -74,6 +74,7 @@ import selectors
 import shutil
 import signal
 import socket
+import stat
 import struct
 import subprocess
 import sys
@@ -319,7 +320,10 @@ class _PidsCgroups:
 
 UID_BASE = 61000  # reported base when no uid is switched (not root, or isolate=False)
 UID_RANGES = range(0x30000, 0x30000 + 4096 * 1024, 1024)  # one block of 1024 uids per pool
-_UID_LOCK_DIR = Path(tempfile.gettempdir()) / "codegen_eval_uids"
+# root-only: /run is writable by root alone (a world-writable /tmp could be prepared by others)
+_UID_LOCK_DIR = (Path("/run") if Path("/run").is_dir() else Path(tempfile.gettempdir())) / (
+    "codegen_eval_uids"
+)
 
 
 class _UidRange:
@@ -342,8 +346,12 @@ class _UidRange:
         if workers > 1024:
             raise ValueError(f"at most 1024 workers per pool, got {workers}")
         _UID_LOCK_DIR.mkdir(mode=0o700, exist_ok=True)
+        st = _UID_LOCK_DIR.lstat()
+        if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o022:
+            raise RuntimeError(f"{_UID_LOCK_DIR} is not a private directory of this user")
         for base in UID_RANGES:
-            fd = os.open(_UID_LOCK_DIR / f"{base}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+            flags = os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+            fd = os.open(_UID_LOCK_DIR / f"{base}.lock", flags, 0o600)
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             except OSError:
