@@ -1,0 +1,214 @@
+"""One training step of a 350M-shaped CodeGen at sequence 512: codegen-core (JAX, XLA CPU)
+vs transformers ``CodeGenForCausalLM`` + ``torch.optim.AdamW``.
+
+Both sides run the same recipe on the same random weights (drawn in transformers and
+converted): fp32, forward + backward + global-norm clip 1.0 + AdamW (0.9, 0.999, 1e-8,
+weight decay 0.1), batch 1 x 512 tokens. Each side runs in its own child process, so that
+its peak memory (``ru_maxrss``) is its own; the first step's loss of both is printed as a
+check that they compute the same thing.
+
+MFU = tokens/s x model FLOPs per token (PaLM: 6 N + 12 L d T, ``train.metrics``) / the fp32
+matmul peak of this machine measured in the same run (the best of JAX's and torch's on a
+2048^2 product). Targets (issue 10): ours >= 1.3x torch's tokens/s, MFU >= 50%.
+
+    python benchmarks/bench_train.py                 # about 5 minutes on 2 idle cores
+    BENCH_STEPS=2 python benchmarks/bench_train.py   # quicker, noisier
+    BENCH_SHAPE=tiny python benchmarks/bench_train.py  # a smoke test of the script
+    pytest benchmarks/bench_train.py -m slow
+
+torch runs at its best CPU settings: 2 threads, OMP_WAIT_POLICY=PASSIVE (set before torch
+is imported).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import json
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+SEQ = int(os.environ.get("BENCH_SEQ", "512"))
+BATCH = 1
+STEPS = int(os.environ.get("BENCH_STEPS", "3"))  # timed steps per side (after one warm-up)
+SHAPE = os.environ.get("BENCH_SHAPE", "350M")
+SPEEDUP_TARGET = 1.3
+MFU_TARGET = 0.50
+
+
+def model_config() -> Any:
+    from codegen_core.model.config import get_preset  # noqa: PLC0415
+
+    base = get_preset("codegen-350M")
+    if SHAPE == "tiny":
+        return base.replace(n_layer=2, d_model=128, n_head=4, rotary_dim=16)
+    return base
+
+
+def _hf_model(seed: int = 0) -> Any:
+    import torch  # noqa: PLC0415
+    from transformers import CodeGenConfig as HFConfig  # noqa: PLC0415
+    from transformers import CodeGenForCausalLM  # noqa: PLC0415
+
+    torch.manual_seed(seed)
+    return CodeGenForCausalLM(HFConfig(**model_config().to_hf_config())).float().train()
+
+
+def _tokens() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 50000, (BATCH, SEQ)).astype(np.int64)
+
+
+def _timed(step: Callable[[], float]) -> dict[str, Any]:
+    t = time.perf_counter()
+    first_loss = step()  # warm-up (compilation on our side)
+    warm = time.perf_counter() - t
+    times = []
+    for _ in range(STEPS):
+        t = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - t)
+    sec = statistics.median(times)
+    return {
+        "first_loss": first_loss,
+        "step_s": sec,
+        "tokens_per_s": BATCH * SEQ / sec,
+        "warmup_s": warm,
+        "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
+
+
+def run_torch() -> dict[str, Any]:
+    import torch  # noqa: PLC0415
+
+    torch.set_num_threads(2)
+    model = _hf_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), eps=1e-8,
+                            weight_decay=0.1)  # fmt: skip
+    ids = torch.from_numpy(_tokens())
+
+    def step() -> float:
+        loss = model(input_ids=ids, labels=ids).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        return float(loss)
+
+    return _timed(step)
+
+
+def run_ours() -> dict[str, Any]:
+    import jax  # noqa: PLC0415
+
+    from codegen_core.model import axes as ax  # noqa: PLC0415
+    from codegen_core.model.hf_io import params_from_state_dict  # noqa: PLC0415
+    from codegen_core.train import optim  # noqa: PLC0415
+    from codegen_core.train import step as step_lib  # noqa: PLC0415
+    from codegen_core.train.config import OptimSection  # noqa: PLC0415
+    from codegen_core.train.distributed import global_batch, make_mesh  # noqa: PLC0415
+
+    config = model_config()
+    sd = {k: v.detach().numpy() for k, v in _hf_model().state_dict().items()}
+    params = params_from_state_dict(sd, config)
+    del sd
+    cfg = OptimSection(lr=1e-4, warmup_steps=0, decay_steps=1000, end_lr=1e-4)
+    optimizer = optim.make_optimizer(cfg, config)
+    mesh = make_mesh(-1, 1, 1)
+    state = step_lib.init_state(config, optimizer, mesh, params=params)
+    del params
+    fn = step_lib.compile_train_step(
+        config, optimizer, optim.schedule(cfg), step_lib.StepOptions(), mesh
+    )
+    tokens = _tokens().astype(np.int32)
+    batch = global_batch({"tokens": tokens, "segment_ids": np.ones_like(tokens),
+                          "positions": np.arange(SEQ, dtype=np.int32)[None].repeat(BATCH, 0)},
+                         mesh)  # fmt: skip
+    holder = {"state": state}
+
+    def step() -> float:
+        with ax.axis_rules(mesh):
+            holder["state"], m = fn(holder["state"], batch)
+        return float(jax.device_get(m["loss"]))
+
+    return _timed(step)
+
+
+def matmul_peak(size: int = 2048, reps: int = 5) -> dict[str, float]:
+    """fp32 FLOP/s of a square matmul: JAX (XLA) and torch (2 threads), best of ``reps``."""
+    import torch  # noqa: PLC0415
+
+    from codegen_core.train.metrics import measure_peak_flops  # noqa: PLC0415
+
+    torch.set_num_threads(2)
+    a = torch.ones(size, size)
+    torch.mm(a, a)
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.mm(a, a)
+        best = min(best, time.perf_counter() - t)
+    return {"jax": measure_peak_flops(size=size, repeats=reps), "torch": 2.0 * size**3 / best}
+
+
+def _child(part: str) -> dict[str, Any]:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    out = subprocess.run([sys.executable, __file__, "--part", part], capture_output=True,
+                         text=True, env=env, check=False)  # fmt: skip
+    if out.returncode:
+        raise RuntimeError(f"{part} failed:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def run_benchmark(log: Callable[[str], None] = print) -> dict[str, Any]:
+    from codegen_core.train.metrics import flops_per_token  # noqa: PLC0415
+
+    config = model_config()
+    log(f"codegen-{SHAPE} shape ({config.num_params() / 1e6:.0f}M params), batch {BATCH} x "
+        f"{SEQ} tokens, fp32, AdamW + clip; {STEPS} timed steps per side")  # fmt: skip
+    peak_before = matmul_peak()
+    torch_r = _child("torch")
+    ours_r = _child("ours")
+    peak_after = matmul_peak()
+    peak = max(*peak_before.values(), *peak_after.values())
+    fpt = flops_per_token(config, SEQ)
+    for name, r in (("transformers+torch", torch_r), ("codegen-core", ours_r)):
+        r["mfu"] = r["tokens_per_s"] * fpt / peak
+        log(f"{name:20s} {r['tokens_per_s']:8.1f} tokens/s  step {r['step_s']:.2f} s  "
+            f"MFU {100 * r['mfu']:.1f}%  peak RSS {r['peak_rss_gb']:.2f} GB  "
+            f"first loss {r['first_loss']:.4f}  (warm-up {r['warmup_s']:.1f} s)")  # fmt: skip
+    speedup = ours_r["tokens_per_s"] / torch_r["tokens_per_s"]
+    log(f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (jax {peak_before['jax'] / 1e9:.1f} / "
+        f"{peak_after['jax'] / 1e9:.1f}, torch {peak_before['torch'] / 1e9:.1f} / "
+        f"{peak_after['torch'] / 1e9:.1f}); model {fpt / 1e9:.2f} GFLOP/token")  # fmt: skip
+    log(f"speedup {speedup:.2f}x (target >= {SPEEDUP_TARGET}x: "
+        f"{'met' if speedup >= SPEEDUP_TARGET else 'NOT met'}); MFU {100 * ours_r['mfu']:.1f}% "
+        f"(target >= {100 * MFU_TARGET:.0f}%: {'met' if ours_r['mfu'] >= MFU_TARGET else 'NOT met'})")  # fmt: skip
+    return {"ours": ours_r, "torch": torch_r, "speedup": speedup, "peak_flops": peak}
+
+
+@pytest.mark.slow
+def test_bench_train() -> None:
+    pytest.importorskip("torch", reason="torch is not installed: no peer to compare with")
+    pytest.importorskip("transformers", reason="transformers is not installed")
+    result = run_benchmark()
+    # the two sides train the same model on the same tokens
+    np.testing.assert_allclose(result["ours"]["first_loss"], result["torch"]["first_loss"],
+                               rtol=1e-3)  # fmt: skip
+
+
+if __name__ == "__main__":
+    if len(sys.argv) == 3 and sys.argv[1] == "--part":
+        print(json.dumps(run_torch() if sys.argv[2] == "torch" else run_ours()))
+    else:
+        run_benchmark()
