@@ -82,6 +82,16 @@ def test_keeps_the_last_n_and_leaves_an_existing_step_alone(tmp_path: Path, mesh
     # a new Checkpointer on the same directory sees the same steps
     with Checkpointer(tmp_path, keep=2) as again:
         assert again.latest_step() == 4
+    # opening with a smaller keep to read an older step deletes nothing; its first save prunes
+    with Checkpointer(tmp_path, keep=1) as reader:
+        state, _, _ = reader.restore(worker.abstract_state(mesh1), step=3)
+        worker.check_state(state, 3, mesh1)
+        assert reader.all_steps() == [3, 4]
+        reader.save(5, worker.device_state(5, mesh1), loader_state={}, config={})
+        reader.save(5, worker.device_state(5, mesh1), loader_state={}, config={})  # in flight
+        reader.wait()
+        assert reader.all_steps() == [5]
+    assert not [p.name for p in tmp_path.iterdir() if not p.name.isdigit() and p.is_dir()]
 
 
 def test_errors_name_the_directory_and_the_problem(tmp_path: Path, mesh1) -> None:

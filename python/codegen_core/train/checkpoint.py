@@ -74,7 +74,8 @@ class Checkpointer:
         )
         self._manager = ocp.CheckpointManager(self.directory, options=options, item_names=_ITEMS)
         self._closed = False
-        self._collect_garbage()
+        self._saved = False  # keep-last-N prunes only after this object has saved
+        self._collect_garbage()  # only the leftovers of killed deletions, here
 
     # ---- queries ---------------------------------------------------------------------
     def all_steps(self) -> list[int]:
@@ -107,10 +108,12 @@ class Checkpointer:
         deletion leaves a ``<step>`` with some items gone that still lists as a checkpoint
         (the SIGKILL test caught exactly that). Here a step is first renamed out of the
         step namespace (atomic), then deleted; leftovers of killed deletions go next time.
+        Nothing is pruned before this object has saved, so opening a run's checkpoints to
+        read (export, an older step) never deletes any.
         """
         if jax.process_index() != 0 or not self.directory.is_dir():
             return
-        steps = self.all_steps()
+        steps = self.all_steps() if self._saved else []
         for step in steps[: max(0, len(steps) - self.keep)]:
             self._step_dir(step).replace(self.directory / f"{_TRASH_PREFIX}{step}")
         for trash in sorted(self.directory.glob(f"{_TRASH_PREFIX}*")):
@@ -141,7 +144,9 @@ class Checkpointer:
             except (TypeError, ValueError) as exc:
                 raise TypeError(f"{name} must be JSON-serialisable: {exc}") from exc
         self._collect_garbage()
-        if step in self.all_steps():
+        # orbax's own list (steps on disk at start, and every save since, finished or not):
+        # every process has made the same calls, so every process takes the same branch
+        if step in self._manager.all_steps():
             return
         args = ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -149,6 +154,7 @@ class Checkpointer:
             config=ocp.args.JsonSave(dict(config)),
         )
         saved = self._manager.save(step, args=args, force=force)
+        self._saved = self._saved or saved
         if saved and not self.async_save:
             self.wait()
 
