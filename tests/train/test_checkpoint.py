@@ -97,6 +97,8 @@ def test_keeps_the_last_n_and_leaves_an_existing_step_alone(tmp_path: Path, mesh
 def test_errors_name_the_directory_and_the_problem(tmp_path: Path, mesh1) -> None:
     with pytest.raises(ValueError, match="keep"):
         Checkpointer(tmp_path, keep=0)
+    with pytest.raises(ValueError, match="gs://bucket/run: URLs are not supported"):
+        Checkpointer("gs://bucket/run")
     a_file = tmp_path / "file"
     a_file.write_text("x")
     with pytest.raises(CheckpointError, match="not a directory"):

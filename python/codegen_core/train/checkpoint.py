@@ -16,8 +16,8 @@ and shardings), so a checkpoint written on one mesh or process count loads onto 
 orbax reads each device's shard straight from the stored arrays.
 
 Every process of a multi-process run creates the same :class:`Checkpointer` on the same
-(shared) directory and calls ``save``/``restore`` with the same arguments; orbax
-coordinates them.
+directory of a shared file system (NFS, a gcsfuse mount, ...) and calls ``save``/``restore``
+with the same arguments; orbax coordinates them. Process 0 deletes old steps.
 """
 
 from __future__ import annotations
@@ -61,6 +61,11 @@ class Checkpointer:
     def __init__(self, directory: str | Path, *, keep: int = 3, async_save: bool = True) -> None:
         if not isinstance(keep, int) or keep < 1:
             raise ValueError(f"keep must be an integer >= 1 (checkpoints kept), got {keep!r}")
+        if "://" in str(directory):
+            raise ValueError(
+                f"checkpoint directory {directory}: URLs are not supported; every process "
+                "needs the same directory on a (shared) file system, e.g. an NFS or gcsfuse mount"
+            )
         self.directory = Path(directory).absolute()
         if self.directory.exists() and not self.directory.is_dir():
             raise CheckpointError(f"checkpoint directory {self.directory} is not a directory")
