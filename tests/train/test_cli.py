@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -108,3 +109,23 @@ def test_signal_saves_a_checkpoint_and_exits_0(data: Path, tmp_path: Path, sig: 
     trained = unstack_layers(jax.device_get(state["params"]))
     for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(trained), strict=True):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))  # exact: fp32 both ways
+
+
+def test_tiny_preset_on_real_code_through_the_commands(tmp_path: Path) -> None:
+    """The README's tiny recipe, cut to 2 steps: data prepare with the CodeGen tokenizer at
+    sequence 256, then the ``tiny`` preset (51200-row vocabulary) on it."""
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    data, run = tmp_path / "data", tmp_path / "run"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    prep = [sys.executable, "-m", "codegen_core", "data", "prepare", str(stdlib / "bisect.py"),
+            str(stdlib / "colorsys.py"), str(stdlib / "heapq.py"), "--seq-len", "256",
+            "--out", str(data), "--no-progress"]  # fmt: skip
+    subprocess.run(prep, cwd=REPO, env=env, check=True, capture_output=True)
+    cmd = [sys.executable, "-m", "codegen_core", "train", "--config", "tiny", f"data.dir={data}",
+           f"data.heldout_dir={data}", f"run.dir={run}", "train.steps=2", "eval.batches=1",
+           "--no-progress"]  # fmt: skip
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert "trained to step 2" in out.stderr and "bits/byte" in out.stderr
+    losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
+    assert len(losses) == 2 and all(8.0 < x < 12.0 for x in losses)  # ~ln(51200) = 10.8
