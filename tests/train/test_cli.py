@@ -129,3 +129,14 @@ def test_tiny_preset_on_real_code_through_the_commands(tmp_path: Path) -> None:
     assert "trained to step 2" in out.stderr and "bits/byte" in out.stderr
     losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if "loss" in r]
     assert len(losses) == 2 and all(8.0 < x < 12.0 for x in losses)  # ~ln(51200) = 10.8
+
+
+def test_micro_batches_must_give_every_device_whole_rows(data: Path, tmp_path: Path) -> None:
+    """8 simulated devices on the data axis: 8 rows in 4 micro-batches is 2 rows each."""
+    env = {**os.environ, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}  # fmt: skip
+    cmd = _train_cmd(data, tmp_path / "run", "train.global_batch_size=8", "train.micro_batches=4")
+    out = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, check=False)
+    assert out.returncode == 1
+    assert "train.micro_batches=4 leaves 2 rows per micro-batch" in out.stderr, out.stderr
+    assert "data x fsdp = 8 batch shards" in out.stderr

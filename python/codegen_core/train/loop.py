@@ -196,6 +196,14 @@ def train(cfg: Config) -> TrainResult:
     )
     mesh = distributed.make_mesh(cfg.mesh.data, cfg.mesh.fsdp, cfg.mesh.tensor)
     proc_index, proc_count = _loader_slice(mesh, cfg.train.global_batch_size)
+    shards = mesh.shape["data"] * mesh.shape["fsdp"]
+    rows = cfg.train.global_batch_size // cfg.train.micro_batches
+    if rows % shards:
+        raise ConfigError(
+            f"train.micro_batches={cfg.train.micro_batches} leaves {rows} rows per micro-batch, "
+            f"not a multiple of the mesh's data x fsdp = {shards} batch shards: lower "
+            f"train.micro_batches (each device needs whole rows of every micro-batch)"
+        )
     if jax.process_index() == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "config.yaml").write_text(cfg.to_yaml(), encoding="utf-8")
