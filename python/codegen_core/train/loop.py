@@ -117,20 +117,33 @@ def _token_bytes(manifest: dict[str, Any], vocab_size: int) -> np.ndarray | None
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def _model_config(cfg: Config) -> tuple[Config, CodeGenConfig, transformer.Params | None]:
-    """The model config (from the checkpoint with train.init_from) and initial params."""
+def _model_config(cfg: Config) -> tuple[Config, CodeGenConfig, Any]:
+    """The model config (from the checkpoint's config.json with train.init_from) and a
+    function loading the initial params (None: random), called only for a fresh run."""
     if cfg.train.init_from is None:
         return cfg, cfg.model.resolve(), None
-    from codegen_core.model.hf_io import load_hf_checkpoint  # noqa: PLC0415
+    from codegen_core.model import hf_io  # noqa: PLC0415
 
-    model, params = load_hf_checkpoint(cfg.train.init_from)
+    path = Path(cfg.train.init_from) / "config.json"
+    try:
+        hf = json.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise FileNotFoundError(
+            f"train.init_from: cannot read {path} (is it a transformers checkpoint?)"
+        ) from e
+    model = CodeGenConfig.from_hf_config(hf)
     base = get_preset(cfg.model.preset)
     fields = [f.name for f in dataclasses.fields(CodeGenConfig) if f.name != "name"]
     overrides = tuple(
         (f, getattr(model, f)) for f in fields if getattr(model, f) != getattr(base, f)
     )
     cfg = cfg.replace(model=ModelSection(preset=cfg.model.preset, overrides=overrides))
-    return cfg, model, params
+
+    def load() -> transformer.Params:
+        _, params = hf_io.load_hf_checkpoint(cfg.train.init_from)  # type: ignore[arg-type]
+        return params
+
+    return cfg, model, load
 
 
 def _loader_slice(mesh: Any, global_batch_size: int) -> tuple[int, int]:
@@ -253,7 +266,7 @@ def _run(
     *,
     cfg: Config,
     model: CodeGenConfig,
-    init_params: transformer.Params | None,
+    init_params: Any,
     mesh: Any,
     optimizer: Any,
     schedule: Any,
@@ -273,8 +286,8 @@ def _run(
         loader.restore(loader_state)
         _say(f"resumed from {ckpt.directory}/{latest} (step {int(state['step'])})")
     else:
-        state = step_lib.init_state(model, optimizer, mesh, seed=cfg.train.seed,
-                                    params=init_params)  # fmt: skip
+        params = init_params() if init_params is not None else None
+        state = step_lib.init_state(model, optimizer, mesh, seed=cfg.train.seed, params=params)
     start = int(state["step"])
     result = TrainResult(status="done", step=start, start_step=start)
     if loader.state()["next_batch"] != start:
