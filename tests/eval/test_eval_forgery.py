@@ -66,7 +66,7 @@ import os, sys
 f = sys._getframe(0)
 while f is not None:
     for name, value in list(f.f_locals.items()):
-        if callable(value) and name in ("report", "audit", "emit", "send"):
+        if callable(value) and name in ("report", "audit", "emit", "send", "seal"):
             for args in (({"event": "result", "outcome": "passed"},), ("passed", {}),
                          ("codegen_core.sandbox.result", "passed", {})):
                 try:
@@ -74,6 +74,7 @@ while f is not None:
                 except BaseException:
                     pass
     f = f.f_back
+sys.audit("codegen_core.sandbox.result", "passed", {})
 os._exit(0)
 """
 
@@ -299,21 +300,31 @@ def test_harness_parses_messages_as_bounded_json() -> None:
 
 def test_p2_status_parsing() -> None:
     token = b"t" * 32
-    line = token + json.dumps({"result": {"outcome": "passed", "info": {}}}).encode() + b"\n"
-    result, flags, tampered = _child.parse_status(line, token)
+    seal = b"\n" + token + b"\n"
+    result, flags, tampered = _child.parse_status(seal, token)
     assert result == {"outcome": "passed", "info": {}} and not tampered and flags == []
+    failed = b"\nR" + json.dumps({"outcome": "failed", "info": {"exc_type": "X"}}).encode() + b"\n"
+    result, flags, tampered = _child.parse_status(failed, token)
+    assert result == {"outcome": "failed", "info": {"exc_type": "X"}} and not tampered
+    claim = b"\nR" + json.dumps({"outcome": "passed", "info": {}}).encode() + b"\n"
     for bad in (
-        b"x" * 100 + b"\n" + line,  # a foreign line
-        line + line,  # two results
-        line[:-1],  # unterminated
-        token + b"{not json\n" + line,
-        token + b"[" * 5000 + b"\n" + line,
+        b"x" * 100 + b"\n" + seal,  # a foreign line
+        b"x" * 100 + seal,  # a partial line before the seal (the seal starts a new line)
+        claim,  # a pass without the seal
+        failed + failed,  # two results
+        failed + seal,  # a result and a seal
+        seal[:-1] + b"\x00",  # unterminated
+        b"\nF{not json\n" + seal,
+        b"\nF" + b"[" * 5000 + b"\n" + seal,
+        b"\n" + b"u" * 32 + b"\n",  # a wrong token
     ):
-        _, flags, tampered = _child.parse_status(bad, token)
+        result, flags, tampered = _child.parse_status(bad, token)
         assert tampered and flags, bad[:60]
-    flag = token + b'{"flag":"gc","tamper":true}\n'
-    _, flags, tampered = _child.parse_status(flag + line, token)
+    flag = b'\nF{"flag":"gc","tamper":true}\n'
+    _, flags, tampered = _child.parse_status(flag + seal, token)
     assert tampered and flags == ["gc"]
+    _, flags, tampered = _child.parse_status(b'\nF{"flag":"frames","tamper":false}\n' + seal, token)
+    assert not tampered and flags == ["frames"]
 
 
 def test_verdict_compares_mtpb_outside_the_program() -> None:

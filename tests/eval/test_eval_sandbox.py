@@ -395,7 +395,9 @@ def test_two_pools_have_their_own_uids_and_process_limits() -> None:
         time.sleep(1.5)
         starved = b.run(Program(NEED))
         held.result()
-    assert not starved.passed and "Resource temporarily unavailable" in starved.reason
+    assert not starved.passed, starved
+    # the program's fork, or already the start of its guard thread, was refused
+    assert any(s in starved.reason for s in ("Resource temporarily unavailable", "new thread"))
 
 
 def test_environment_is_passed_in() -> None:

