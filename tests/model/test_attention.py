@@ -81,22 +81,28 @@ def test_xla_attention_merged_cache_layout() -> None:
 
 
 def test_dispatch_and_kernel_contract() -> None:
-    """impl='pallas' calls codegen_core.pallas_kernels.flash_attention (its own reference off
-    accelerators): same layout and padding contract as the XLA path for real tokens."""
+    """impl='pallas-interpret' runs codegen_core.pallas_kernels.flash_attention's TPU kernel in
+    interpret mode: same layout and padding contract as the XLA path for real tokens; the
+    last query alone (a prefill's last_only layer) is the kernel's bottom-right alignment."""
     rng = np.random.default_rng(0)
     q, k, v = (jnp.asarray(rng.normal(size=(2, 3, 8, 16)), jnp.float32) for _ in range(3))
     mask = jnp.ones((2, 8), bool).at[1, :3].set(False)
-    fast = attention(q, k, v, key_mask=mask, impl="pallas")
+    fast = attention(q, k, v, key_mask=mask, impl="pallas-interpret")
     slow = attention(q, k, v, key_mask=mask, impl="xla")
     np.testing.assert_allclose(np.asarray(fast)[0], np.asarray(slow)[0], atol=1e-5)
     np.testing.assert_allclose(np.asarray(fast)[1, :, 3:], np.asarray(slow)[1, :, 3:], atol=1e-5)
-    if not pallas_ok():  # auto never picks the kernel on CPU
+    last = attention(q[:, :, -1:], k, v, key_mask=mask, q_offset=7, impl="pallas",
+                     interpret=True)  # fmt: skip
+    np.testing.assert_allclose(np.asarray(last), np.asarray(slow)[:, :, -1:], atol=1e-5)
+    if not pallas_ok():  # auto never picks the kernel on CPU; "pallas" says why it cannot run
         np.testing.assert_array_equal(np.asarray(attention(q, k, v, key_mask=mask)),
                                       np.asarray(slow))  # fmt: skip
+        with pytest.raises(ValueError, match=r"lowering only on TPU and GPU.*interpret=True"):
+            attention(q, k, v, key_mask=mask, impl="pallas")
     with pytest.raises(ValueError, match="do not match"):
         attention(q, jnp.ones((2, 3, 8, 4)), jnp.ones((2, 3, 8, 4)))
     with pytest.raises(ValueError, match="needs self-attention"):
-        attention(q, k[:, :, :6], v[:, :, :6], q_offset=2, impl="pallas")
+        attention(q, k[:, :, :6], v[:, :, :6], q_offset=2, impl="pallas-interpret")
 
 
 @pytest.mark.skipif(not pallas_ok(), reason="Pallas kernels do not run on this backend (CPU)")

@@ -305,7 +305,7 @@ def test_pallas_interpret_segments_match_xla_on_padding_rows_too() -> None:
     slow = attention(q, k, v, segment_ids=seg, prefix_mask=prefix, impl="xla")
     np.testing.assert_allclose(np.asarray(fast), np.asarray(slow), atol=1e-5)
     with pytest.raises(ValueError, match="prefix_mask must be"):
-        attention(q, k, v, segment_ids=seg, prefix_mask=prefix[:, :4], impl="pallas")
+        attention(q, k, v, segment_ids=seg, prefix_mask=prefix[:, :4], impl="pallas-interpret")
     with pytest.raises(ValueError, match="impl must be"):
         attention(q, k, v, impl="triton")  # type: ignore[arg-type]
 

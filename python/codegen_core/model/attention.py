@@ -1,11 +1,19 @@
-"""The one attention function of the model.
+"""The one attention function of the model, and the one rule that picks its kernels.
+
+``kernel_backend`` is the dispatch rule every model path uses (``forward`` reads
+``CodeGenConfig.attention_impl`` / ``rotary_impl`` / ``interpret`` and asks it once per
+kernel): ``"auto"`` takes the Pallas kernel where the backend has a lowering for it (TPU;
+GPU for flash attention), XLA elsewhere; ``"pallas"`` raises where the kernel cannot run and
+says why; ``interpret=True`` runs the Pallas (TPU) kernels in interpret mode (how the CPU
+tests exercise the real kernel code), and then ``"auto"`` picks them too.
 
 ``attention`` dispatches to the Pallas flash-attention kernel (``codegen_core.pallas_kernels``)
-when it runs on this backend and the call is a causal self-attention (training, full forward,
-packed documents through segment ids, prefix-LM); everything else (KV-cache prefill/decode,
-CPU) takes the XLA path, ``xla_attention``, which is also the reference the kernel is tested
-against. Under an active mesh (``axes.axis_rules``) the kernel runs inside ``shard_map`` over
-the batch and head axes: a ``pallas_call`` is not partitioned automatically.
+for causal self-attention (training, full forward, packed documents through segment ids,
+prefix-LM); KV-cache prefill/decode and CPU take the XLA path, ``xla_attention``, which is also
+the reference the kernel is tested against. Under an active mesh (``axes.axis_rules``) the
+kernel runs inside ``shard_map`` over the batch and head axes: a ``pallas_call`` is not
+partitioned automatically. The kernel modules are imported normally: a broken kernel module
+fails the import of the model.
 """
 
 from __future__ import annotations
@@ -21,8 +29,50 @@ from codegen_core.pallas_kernels import pallas_available as _pallas_available
 from codegen_core.pallas_kernels.flash_attention import flash_attention as _flash
 
 Impl = Literal["auto", "xla", "pallas", "pallas-interpret"]
+KernelImpl = Literal["auto", "pallas", "xla"]
+Kernel = Literal["attention", "rotary"]
+KernelBackend = Literal["xla", "tpu", "gpu"]
 
 _NEG = float(jnp.finfo(jnp.float32).min)
+
+# Platforms with a compiled lowering, per kernel: flash attention has Mosaic (TPU) and
+# Triton (GPU) kernels; rotary is a Mosaic kernel only (on GPU XLA's fused elementwise
+# formula is already memory-bound optimal).
+_LOWERINGS: dict[str, tuple[str, ...]] = {
+    "attention": ("tpu", "gpu", "cuda"),
+    "rotary": ("tpu",),
+}
+
+
+def kernel_backend(
+    kernel: Kernel, impl: str, *, interpret: bool = False, platform: str | None = None
+) -> KernelBackend:
+    """The dispatch rule: which implementation of ``kernel`` runs.
+
+    Returns "xla" (the plain-XLA path), "tpu" (the Pallas TPU kernel: compiled on TPU, in
+    interpret mode with ``interpret``) or "gpu" (the Pallas Triton kernel). ``platform``
+    defaults to ``jax.default_backend()``. Raises ValueError for an unknown ``impl`` and for
+    ``impl="pallas"`` where the kernel has no lowering and ``interpret`` is off.
+    """
+    if impl not in ("auto", "pallas", "xla"):
+        raise ValueError(f"{kernel}_impl must be 'auto', 'pallas' or 'xla', got {impl!r}")
+    if kernel not in _LOWERINGS:
+        raise ValueError(f"unknown kernel {kernel!r} (attention or rotary)")
+    if impl == "xla":
+        return "xla"
+    if interpret:
+        return "tpu"  # the TPU kernels, interpreted: runs on any backend
+    plat = platform if platform is not None else jax.default_backend()
+    if plat in _LOWERINGS[kernel]:
+        return "tpu" if plat == "tpu" else "gpu"
+    if impl == "pallas":
+        where = " and ".join(p.upper() for p in _LOWERINGS[kernel] if p != "cuda")
+        raise ValueError(
+            f"{kernel}_impl='pallas': the Pallas {kernel} kernel has a compiled lowering only "
+            f"on {where}, and the backend here is {plat!r}; use 'auto' or 'xla', or set "
+            f"interpret=True to run the kernel in interpret mode (slow; for tests)"
+        )
+    return "xla"
 
 
 def pallas_ok() -> bool:
@@ -138,19 +188,22 @@ def attention(
     impl: Impl = "auto",
     segment_ids: jax.Array | None = None,
     prefix_mask: jax.Array | None = None,
+    interpret: bool = False,
 ) -> jax.Array:
     """Causal multi-head attention; shapes and masks as in :func:`xla_attention`.
 
-    ``impl="auto"`` uses Pallas when :func:`pallas_ok` and the call is self-attention without
-    a cache offset (``q_offset == 0`` as a Python int and T == S);
-    padding is expressed to the kernel as segment ids (``key_mask`` False -> segment -1,
-    or 0 when there are no segment ids), so real tokens never see padding. ``impl="pallas"``
-    raises if the kernel cannot be used (a cache offset); off TPU/GPU it runs the kernel's
-    plain-jnp reference. Prefix-LM through the kernel takes two calls: the causal one, and a
-    non-causal one over the prefix keys only whose rows replace the prefix queries' rows.
-    That is exact when each segment's prefix is a leading run of it (as
-    ``train.objectives`` builds it); the XLA path implements the rule for any mask.
-    ``impl="pallas-interpret"`` runs the Pallas (TPU) kernels in interpret mode: CPU tests.
+    The kernel is picked by :func:`kernel_backend` ("attention", ``impl``, ``interpret``):
+    ``impl="auto"`` uses the flash kernel where it has a lowering (or with ``interpret``) and
+    the call is self-attention without a cache offset (``q_offset == 0`` as a Python int and
+    T == S); ``impl="pallas"`` raises where the kernel cannot run (no lowering on this
+    backend and no ``interpret``, or a cache offset). ``impl="pallas-interpret"`` is
+    ``impl="pallas", interpret=True``.
+    Padding is expressed to the kernel as segment ids (``key_mask`` False -> segment -1,
+    or 0 when there are no segment ids), so real tokens never see padding. Prefix-LM through
+    the kernel takes two calls: the causal one, and a non-causal one over the prefix keys
+    only whose rows replace the prefix queries' rows. That is exact when each segment's
+    prefix is a leading run of it (as ``train.objectives`` builds it); the XLA path
+    implements the rule for any mask.
     Under an active mesh (``axes.axis_rules``) the kernel is called inside ``shard_map``
     with batch and heads split by the logical-axis rules (the sequence must not be split).
     """
@@ -160,16 +213,22 @@ def attention(
     if impl not in ("auto", "xla", "pallas", "pallas-interpret"):
         raise ValueError(f"attention impl must be auto, xla, pallas or pallas-interpret, "
                          f"got {impl!r}")  # fmt: skip
+    if impl == "pallas-interpret":
+        impl, interpret = "pallas", True
     scale = sm_scale if sm_scale is not None else q.shape[-1] ** -0.5
-    self_attn = isinstance(q_offset, int) and q_offset == 0 and q.shape[2] == k.shape[2]
-    use_pallas = impl in ("pallas", "pallas-interpret") or (
-        impl == "auto" and self_attn and pallas_ok()
-    )
-    if not use_pallas:
+    t_len, s_len = q.shape[2], k.shape[2]
+    # the kernel's alignment: the queries are the last T of the S keys (self-attention, or
+    # the last position(s) of one, as a prefill's last_only layer asks)
+    aligned = isinstance(q_offset, int) and t_len <= s_len and q_offset == s_len - t_len
+    backend = kernel_backend("attention", impl, interpret=interpret)
+    if impl == "pallas" and not aligned:
+        raise ValueError(
+            f"impl='pallas' needs self-attention (the queries are the last T keys: "
+            f"q_offset = S - T as a Python int), got T={t_len} S={s_len} q_offset={q_offset!r}"
+        )
+    if backend == "xla" or not aligned:
         return xla_attention(q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=scale,
                              segment_ids=segment_ids, prefix_mask=prefix_mask)  # fmt: skip
-    if not self_attn:
-        raise ValueError("impl='pallas' needs self-attention (q_offset=0, T == S)")
     for name, x in (("segment_ids", segment_ids), ("prefix_mask", prefix_mask)):
         if x is not None and x.shape != (q.shape[0], k.shape[2]):
             raise ValueError(f"{name} must be (batch, seq) = {(q.shape[0], k.shape[2])}, "
@@ -181,8 +240,8 @@ def attention(
             seg = jnp.where(key_mask, seg, -1)
     elif key_mask is not None:
         seg = key_mask.astype(jnp.int32)  # (B, S): padding 0, tokens 1
-    interpret = impl == "pallas-interpret"
-    out = _sharded_flash(q, k, v, seg, causal=True, sm_scale=scale, interpret=interpret)
+    out = _sharded_flash(q, k, v, seg, causal=True, sm_scale=scale, interpret=interpret,
+                         backend=backend)  # fmt: skip
     if prefix_mask is None:
         return out  # (B, nh, T, hs)
     # Prefix-LM: a prefix query sees exactly the prefix of its segment (the prefix is a
@@ -191,8 +250,9 @@ def attention(
     base = seg if seg is not None else jnp.ones(prefix_mask.shape, jnp.int32)
     outside = jnp.iinfo(jnp.int32).min  # an id no real segment has
     pseg = jnp.where(prefix_mask, base, outside)  # (B, S)
-    both = _sharded_flash(q, k, v, pseg, causal=False, sm_scale=scale, interpret=interpret)
-    return jnp.where(prefix_mask[:, None, :, None], both, out)  # (B, nh, T, hs)
+    both = _sharded_flash(q, k, v, pseg, causal=False, sm_scale=scale, interpret=interpret,
+                          backend=backend)  # fmt: skip
+    return jnp.where(prefix_mask[:, None, s_len - t_len :, None], both, out)  # (B, nh, T, hs)
 
 
 def _sharded_flash(
@@ -204,12 +264,13 @@ def _sharded_flash(
     causal: bool,
     sm_scale: float,
     interpret: bool,
+    backend: KernelBackend,
 ) -> jax.Array:
     """The flash kernel, inside ``shard_map`` over batch and heads when a mesh is active."""
 
     def kernel(q: jax.Array, k: jax.Array, v: jax.Array, seg: jax.Array | None) -> jax.Array:
         return _flash(q, k, v, causal=causal, sm_scale=sm_scale, segment_ids=seg,
-                      interpret=interpret)  # fmt: skip
+                      interpret=interpret, backend=backend)  # fmt: skip
 
     if not ax._ACTIVE:
         return kernel(q, k, v, seg)

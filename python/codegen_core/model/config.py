@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 Arch = Literal["codegen", "llama"]
+KernelImpl = Literal["auto", "pallas", "xla"]
 
 _ACTIVATIONS = {"codegen": "gelu_new", "llama": "silu"}
 
@@ -44,10 +45,25 @@ class CodeGenConfig:
     eos_token_id: int = 50256
     pad_token_id: int | None = None  # None: pad with eos_token_id (CodeGen has no pad token)
     name: str = "custom"
+    # Which kernels run (``model.attention.kernel_backend`` is the rule; every model path
+    # asks it): "auto" = Pallas where the backend has a lowering (TPU; GPU for attention),
+    # XLA elsewhere; "pallas" = the Pallas kernel or a clear error; "xla" = never Pallas.
+    # ``interpret`` runs the Pallas kernels in interpret mode (CPU tests). Runtime choices,
+    # not shape: config.json (to_hf_config) never carries them.
+    attention_impl: KernelImpl = "auto"
+    rotary_impl: KernelImpl = "auto"
+    interpret: bool = False
 
     def __post_init__(self) -> None:
         if self.arch not in _ACTIVATIONS:
             raise ValueError(f"arch must be 'codegen' or 'llama', got {self.arch!r}")
+        for field in ("attention_impl", "rotary_impl"):
+            if getattr(self, field) not in ("auto", "pallas", "xla"):
+                raise ValueError(
+                    f"{field} must be 'auto', 'pallas' or 'xla', got {getattr(self, field)!r}"
+                )
+        if not isinstance(self.interpret, bool):
+            raise TypeError(f"interpret must be a bool, got {self.interpret!r}")
         for field in ("vocab_size", "n_layer", "d_model", "n_head", "n_ctx", "qkv_mp_num"):
             value = getattr(self, field)
             if not isinstance(value, int) or value <= 0:

@@ -29,11 +29,19 @@ from typing import Any, Literal, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import PartitionSpec
 
 from codegen_core.model import axes as ax
-from codegen_core.model.attention import Impl, attention, xla_attention
+from codegen_core.model.attention import (
+    Impl,
+    KernelBackend,
+    attention,
+    kernel_backend,
+    xla_attention,
+)
 from codegen_core.model.config import CodeGenConfig
 from codegen_core.model.cpu_dense import DenseImpl, dense, native_dense, use_native
+from codegen_core.pallas_kernels.rotary import apply_rotary as _pallas_rotary
 
 Params = dict[str, Any]
 
@@ -269,16 +277,67 @@ def apply_rotary(x: jax.Array, sin: jax.Array, cos: jax.Array, *, interleaved: b
     return jnp.concatenate([out, x_pass], axis=-1) if x_pass.shape[-1] else out
 
 
+def rotary_kernel(
+    x: jax.Array, positions: jax.Array, config: CodeGenConfig, *, interpret: bool
+) -> jax.Array:
+    """``apply_rotary`` through the Pallas rotary kernel: x (B, T, nh, hs), positions (B, T).
+
+    GPT-J interleaved pairs for CodeGen (partial: ``config.rot_dim`` of ``head_dim``), NeoX
+    halves for LLaMA; positions per token (packed documents restart). Under an active mesh
+    the kernel runs inside ``shard_map`` over the batch, length and head axes of the rules
+    (a ``pallas_call`` is not partitioned automatically; the head dim must stay whole).
+    """
+
+    def rotate(x: jax.Array, pos: jax.Array) -> jax.Array:
+        return _pallas_rotary(x, pos, rotary_dim=config.rot_dim, base=config.rope_base,
+                              interleaved=config.arch == "codegen", interpret=interpret,
+                              backend="tpu")  # fmt: skip
+
+    if not ax._ACTIVE:
+        return rotate(x, positions)  # (B, T, nh, hs)
+    mesh, rules = ax._ACTIVE[-1]
+    spec = ax.logical_to_spec((ax.BATCH, ax.LENGTH, ax.ACT_HEADS, ax.ACT_HEAD_DIM),
+                              tuple(rules.items()))  # fmt: skip
+    if spec[3] is not None:
+        raise ValueError(f"the rotary kernel needs whole heads per device; the axis rules "
+                         f"split them as {spec}")  # fmt: skip
+    return jax.shard_map(rotate, mesh=mesh, in_specs=(spec, PartitionSpec(spec[0], spec[1])),
+                         out_specs=spec, check_vma=False)(x, positions)  # fmt: skip
+
+
+class Kernels(NamedTuple):
+    """The implementations one forward uses (``kernel_backend`` applied to the config)."""
+
+    attention: KernelBackend
+    rotary: KernelBackend
+    interpret: bool
+
+
+def kernels_for(config: CodeGenConfig, attn_impl: Impl | None = None) -> Kernels:
+    """The config's kernel choice; ``attn_impl`` (other than None or "auto") overrides
+    ``config.attention_impl`` ("pallas-interpret" = "pallas" in interpret mode)."""
+    impl: str = config.attention_impl if attn_impl in (None, "auto") else attn_impl
+    attn_interpret = config.interpret
+    if impl == "pallas-interpret":
+        impl, attn_interpret = "pallas", True
+    return Kernels(
+        attention=kernel_backend("attention", impl, interpret=attn_interpret),
+        rotary=kernel_backend("rotary", config.rotary_impl, interpret=config.interpret),
+        interpret=attn_interpret,
+    )
+
+
 def _attention_block(
     p: Params,
     h: jax.Array,
     *,
-    rope: tuple[jax.Array, jax.Array],
+    rope: tuple[jax.Array, jax.Array] | None,
+    positions: jax.Array,
     config: CodeGenConfig,
     layer_cache: tuple[jax.Array, jax.Array] | None,
     key_mask: jax.Array | None,
     index: jax.Array | int,
-    attn_impl: Impl,
+    kernels: Kernels,
     dense_impl: DenseImpl,
     last: bool = False,
     segment_ids: jax.Array | None = None,
@@ -292,9 +351,13 @@ def _attention_block(
     qkv = dense(h, p["qkv"].reshape(three * nh * hs, e), dense_impl)  # (B, T, 3 * E)
     qkv = qkv.reshape(*qkv.shape[:2], three, nh, hs)  # (B, T, 3, nh, hs)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, nh, hs) each
-    interleaved = config.arch == "codegen"
-    q = apply_rotary(q, *rope, interleaved=interleaved)
-    k = apply_rotary(k, *rope, interleaved=interleaved)
+    if rope is None:  # the Pallas rotary kernel
+        q = rotary_kernel(q, positions, config, interpret=config.interpret)
+        k = rotary_kernel(k, positions, config, interpret=config.interpret)
+    else:
+        interleaved = config.arch == "codegen"
+        q = apply_rotary(q, *rope, interleaved=interleaved)
+        k = apply_rotary(k, *rope, interleaved=interleaved)
     # heads-major for the attention dots: (B, nh, T, hs)
     q, k, v = (x.transpose(0, 2, 1, 3) for x in (q, k, v))
     q = ax.constrain(q, (ax.BATCH, ax.ACT_HEADS, ax.LENGTH, ax.ACT_HEAD_DIM))
@@ -322,7 +385,8 @@ def _attention_block(
     else:  # no cache, or an empty one (static index 0): the tokens attend among themselves
         out = attention(
             q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=config.head_dim**-0.5,
-            impl=attn_impl, segment_ids=segment_ids, prefix_mask=prefix_mask,
+            impl="xla" if kernels.attention == "xla" else "pallas", interpret=kernels.interpret,
+            segment_ids=segment_ids, prefix_mask=prefix_mask,
         )  # fmt: skip  # (B, nh, T, hs)
     b, nh, t, hs = out.shape
     out = out.transpose(0, 2, 1, 3).reshape(b, t, nh * hs)  # (B, T, E): small, weight untouched
@@ -394,7 +458,7 @@ def forward(
     prefix_mask: jax.Array | None = None,
     cache: KVCache | None = None,
     last_only: bool = False,
-    attn_impl: Impl = "auto",
+    attn_impl: Impl | None = None,
     dense_impl: DenseImpl = "auto",
     empty_cache: bool = False,
     remat: Remat = "none",
@@ -409,8 +473,10 @@ def forward(
     prefill): the tokens then attend among themselves with static causal structure (the
     flash kernel where it runs, causal blocks skipped on the XLA path) instead of over every
     cache slot, and are written to slots ``0 .. T - 1``.
-    attn_impl picks the attention kernel (``attention.attention``), dense_impl the matmul
-    kernel (``cpu_dense.dense``).
+    The attention and rotary kernels follow ``config.attention_impl`` / ``rotary_impl`` /
+    ``interpret`` (:func:`kernels_for`, one rule for training, scoring, prefill and decode);
+    ``attn_impl`` other than None/"auto" overrides the attention choice. dense_impl picks the
+    matmul kernel (``cpu_dense.dense``).
 
     Packed documents (training; no cache): ``segment_ids`` (B, T) int, 1.. per document and
     0 for padding: a token attends only to earlier-or-equal tokens of its own document, and
@@ -459,14 +525,17 @@ def forward(
         key_mask = token_mask
     x = params["wte"]["embedding"][tokens]  # (B, T, E)
     x = ax.constrain(x, (ax.BATCH, ax.LENGTH, ax.ACT_EMBED))
-    rope = rotary_tables(positions, config)
+    kernels = kernels_for(config, attn_impl)
+    # (B, T, rot/2) sin, cos shared by the layers, or None: each layer's Pallas rotary call
+    rope = rotary_tables(positions, config) if kernels.rotary == "xla" else None
     block = _codegen_block if config.arch == "codegen" else _llama_block
     kw = {
         "rope": rope,
+        "positions": positions,
         # packed rows: the segment ids already keep padding away from real tokens
         "key_mask": None if packed_no_mask else key_mask,
         "index": index,
-        "attn_impl": attn_impl,
+        "kernels": kernels,
         "dense_impl": dense_impl,
         "segment_ids": segment_ids,
         "prefix_mask": prefix_mask,
