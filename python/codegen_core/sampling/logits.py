@@ -24,20 +24,36 @@ def top_k_filter(logits: jax.Array, k: jax.Array) -> jax.Array:
     return jnp.where(logits < kth, _NEG_INF, logits)
 
 
+def _order_key(x: jax.Array) -> jax.Array:
+    """int32 keys ordered as the float32 values (no NaN): -0.0 and 0.0 share a key."""
+    bits = jax.lax.bitcast_convert_type(x.astype(jnp.float32), jnp.int32)
+    return jnp.where(bits < 0, -(bits & jnp.int32(0x7FFFFFFF)), bits)
+
+
 def top_p_filter(logits: jax.Array, p: jax.Array) -> jax.Array:
     """Nucleus filter: keep the smallest set of top tokens whose probability reaches p.
 
     A token is kept when the probability mass ranked strictly above it is < p, so the top
     token always survives; ties with the last kept logit are kept.
+
+    No sort: the threshold is the smallest logit whose strictly-larger mass is < p, found by
+    bisection over the logits' order-preserving int32 keys (33 masked sums over V instead of
+    a (B, V) sort, which XLA CPU runs ~10x slower for a 51200-id vocabulary).
     """
-    sorted_desc = -jnp.sort(-logits, axis=-1)  # (B, V)
-    probs = jax.nn.softmax(sorted_desc, axis=-1)
-    mass_above = jnp.cumsum(probs, axis=-1) - probs
-    keep = mass_above < p
-    # smallest kept logit per row (sorted_desc is descending and keep is a prefix)
-    n_keep = jnp.maximum(keep.sum(-1, keepdims=True), 1)
-    threshold = jnp.take_along_axis(sorted_desc, n_keep - 1, -1)
-    return jnp.where(logits < threshold, _NEG_INF, logits)
+    probs = jax.nn.softmax(logits.astype(jnp.float32), axis=-1)  # (B, V)
+    key = _order_key(logits)  # (B, V)
+    lo = key.min(-1, keepdims=True) - 1  # mass above it is everything: >= p (not kept)
+    hi = key.max(-1, keepdims=True)  # mass above it is 0 < p (kept)
+
+    def halve(_: int, bounds: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, jax.Array]:
+        lo, hi = bounds
+        mid = (lo & hi) + ((lo ^ hi) >> 1)  # floor((lo + hi) / 2) without int32 overflow
+        above = jnp.where(key > mid, probs, 0.0).sum(-1, keepdims=True)
+        kept = above < p
+        return jnp.where(kept, lo, mid), jnp.where(kept, mid, hi)
+
+    _, threshold = jax.lax.fori_loop(0, 33, halve, (lo, hi))  # threshold: (B, 1) key
+    return jnp.where(key < threshold, _NEG_INF, logits)
 
 
 def sample_next(
