@@ -6,6 +6,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 # Areas that add subcommands; each module has register(subparsers). Imported lazily so one
 # area's heavy dependencies never slow down another's command.
@@ -15,7 +16,40 @@ _AREAS = (
     "codegen_core.sampling.cli",
     "codegen_core.eval.cli",
     "codegen_core.train.cli",
+    "codegen_core.model.init_cli",
 )
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+        return version("codegen-core")
+    except PackageNotFoundError:  # running from a source tree that is not installed
+        from codegen_core import __version__  # noqa: PLC0415
+
+        return __version__
+
+
+class DefaultsFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows ``(default: X)`` after each option's help, except for unset (None) and flags."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        if action.default is None or action.default is False or action.nargs == 0:
+            return action.help
+        if action.help and "%(default)" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
+class _DefaultsSubparsers(argparse._SubParsersAction):
+    """Subcommands show their defaults in ``--help`` unless they chose their own formatter."""
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        kwargs.setdefault("formatter_class", DefaultsFormatter)
+        parser = super().add_parser(name, **kwargs)
+        parser.register("action", "parsers", _DefaultsSubparsers)
+        return parser
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="codegen-core",
         description="Build, train, sample and evaluate CodeGen-family code models.",
     )
+    parser.register("action", "parsers", _DefaultsSubparsers)
+    parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name in _AREAS:
         try:
