@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from codegen_core.eval.model_sampler import JaxSampler, load_sampler
+from codegen_core.eval.model_sampler import JaxSampler, length_bucket, load_sampler
 from codegen_core.eval.sampler import (
     Sampler,
     SamplingParams,
@@ -27,38 +27,71 @@ class FakeOutput:
         self.texts = texts
 
 
+class FakeConfig:
+    n_ctx = 64
+    pad_id = 0
+
+
 @pytest.fixture
 def fake_model(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> list[dict[str, Any]]:
+    """JaxSampler without JAX: the loader and the compiled batch run are fakes that record
+    each batch (rows, padded length, width)."""
     calls: list[dict[str, Any]] = []
 
-    def generate(params, config, prompts, *, sampling, seed, tokenizer):
-        calls.append({"prompts": list(prompts), "sampling": sampling, "seed": seed})
-        texts = [tokenizer.decode(p)[-1] for p in prompts]
-        return FakeOutput([f"{t}|{j}|{seed}" for t in texts for j in range(sampling.n)])
+    def run(self, rows, length, width, params):
+        calls.append({"rows": [self.tokenizer.decode(r) for r in rows], "length": length,
+                      "width": width, "params": params})  # fmt: skip
+        self._calls += 1
+        return [f"{self.tokenizer.decode(r)[-1]}|{params.seed + self._calls - 1}" for r in rows]
 
-    generate_module = types.ModuleType("codegen_core.sampling.generate")
-    generate_module.generate = generate  # type: ignore[attr-defined]
     hf_io = types.ModuleType("codegen_core.model.hf_io")
-    hf_io.load_hf_checkpoint = lambda d, dtype: ("config", {"dtype": dtype})  # type: ignore[attr-defined]
+    hf_io.load_hf_checkpoint = lambda d, dtype: (FakeConfig(), {"dtype": dtype})  # type: ignore[attr-defined]
     jnp = types.ModuleType("jax.numpy")
     jnp.float32, jnp.bfloat16 = "f32", "bf16"  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "codegen_core.sampling.generate", generate_module)
+    for name in ("jax", "codegen_core.sampling.generate", "codegen_core.model.transformer"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
     monkeypatch.setitem(sys.modules, "codegen_core.model.hf_io", hf_io)
     monkeypatch.setitem(sys.modules, "jax.numpy", jnp)
+    monkeypatch.setattr(JaxSampler, "_run", run)
     return calls
 
 
-def test_jax_sampler_batches_and_seeds(fake_model: list[dict[str, Any]], tmp_path: Path) -> None:
-    sampler = JaxSampler(tmp_path, dtype="bfloat16", batch_rows=4)
+def test_jax_sampler_batches_by_length_bucket(
+    fake_model: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    sampler = JaxSampler(tmp_path, dtype="bfloat16", batch_rows=4, smallest_bucket=4)
     assert isinstance(sampler, Sampler)
     assert sampler.params == {"dtype": "bf16"} and sampler.tokenizer.name == "codegen"
     params = SamplingParams(n=2, temperature=0.6, top_p=0.9, max_new_tokens=7, seed=5, stop=["^#"])
-    out = check_samples(["a", "b", "c"], params, sampler.sample(["a", "b", "c"], params))
-    assert out == [["a|0|5", "a|1|5"], ["b|0|5", "b|1|5"], ["c|0|6", "c|1|6"]]
-    assert [len(c["prompts"]) for c in fake_model] == [2, 1]
-    sent = fake_model[0]["sampling"]
-    assert (sent.max_new_tokens, sent.temperature, sent.top_p, sent.n) == (7, 0.6, 0.9, 2)
-    assert sent.stop == ()  # completions come back raw: the evaluation truncates
+    prompts = ["a", "b", " x y z w v u t s", "c"]  # 1, 1, 8 and 1 tokens
+    out = check_samples(prompts, params, sampler.sample(prompts, params))
+    # rows of one bucket fill a batch of batch_rows; the 8-token prompt has its own bucket
+    assert out == [["a|5", "a|5"], ["b|5", "b|5"], ["s|7", "s|7"], ["c|6", "c|6"]]
+    assert [(c["length"], c["width"], len(c["rows"])) for c in fake_model] == [
+        (4, 4, 4), (4, 4, 2), (8, 4, 2)
+    ]  # fmt: skip
+    assert fake_model[0]["params"] is params  # stop patterns are dropped by _run
+    small = JaxSampler(tmp_path, batch_rows=16)
+    small.sample(["a"], params)  # 2 rows: the batch is 2 wide, not 16
+    assert fake_model[-1]["width"] == 2
+
+
+def test_prompts_past_the_context_keep_their_tail(
+    fake_model: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    sampler = JaxSampler(tmp_path)  # FakeConfig: 64-token context
+    params = SamplingParams(max_new_tokens=60)
+    with pytest.warns(UserWarning, match="exceeds the model's context of 64"):
+        sampler.sample([" a" * 10], params)
+    assert fake_model[-1]["rows"] == [" a" * 4] and fake_model[-1]["length"] == 4
+    with pytest.raises(ValueError, match="max_new_tokens=64 leaves no room"):
+        sampler.sample(["a"], SamplingParams(max_new_tokens=64))
+
+
+def test_length_buckets() -> None:
+    assert [length_bucket(n, 1000) for n in (1, 128, 129, 300, 600, 999)] == [
+        128, 128, 256, 512, 1000, 1000
+    ]  # fmt: skip
 
 
 def test_jax_sampler_encodes_only_the_infill_control_tokens(
@@ -145,5 +178,8 @@ def test_jax_sampler_end_to_end_on_a_tiny_checkpoint(tmp_path: Path) -> None:
     prompts = [infill_prompt_text("def f(x):\n    ", "\n"), "def g():"]
     out = check_samples(prompts, params, sampler.sample(prompts, params))
     assert len(out) == 2 and all(len(row) == 2 for row in out)
-    again = load_sampler(model_dir, codegen2=True, batch_rows=4).sample(prompts, params)
-    assert again == out  # reproducible from the seed
+    again = load_sampler(model_dir, codegen2=True, batch_rows=4)
+    assert again.sample(prompts, params) == out  # reproducible from the seed
+    again.sample(["def h(a, b):\n    return a", "x"], params)  # other lengths, one bucket
+    assert again.stats.programs == 1 and again.stats.batches == 2  # compiled once, reused
+    assert again.stats.compile_seconds > 0 and again.stats.sample_seconds > 0
