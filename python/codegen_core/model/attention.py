@@ -18,7 +18,7 @@ fails the import of the model.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -26,21 +26,24 @@ from jax.sharding import PartitionSpec
 
 from codegen_core.model import axes as ax
 from codegen_core.pallas_kernels import pallas_available as _pallas_available
+from codegen_core.pallas_kernels.decode_attention import decode_attention as _decode
 from codegen_core.pallas_kernels.flash_attention import flash_attention as _flash
 
 Impl = Literal["auto", "xla", "pallas", "pallas-interpret"]
 KernelImpl = Literal["auto", "pallas", "xla"]
-Kernel = Literal["attention", "rotary"]
+Kernel = Literal["attention", "rotary", "decode"]
 KernelBackend = Literal["xla", "tpu", "gpu"]
 
 _NEG = float(jnp.finfo(jnp.float32).min)
 
 # Platforms with a compiled lowering, per kernel: flash attention has Mosaic (TPU) and
 # Triton (GPU) kernels; rotary is a Mosaic kernel only (on GPU XLA's fused elementwise
-# formula is already memory-bound optimal).
+# formula is already memory-bound optimal); decode attention (KV-cache steps, chosen by
+# ``attention_impl``) is a Mosaic kernel only.
 _LOWERINGS: dict[str, tuple[str, ...]] = {
     "attention": ("tpu", "gpu", "cuda"),
     "rotary": ("tpu",),
+    "decode": ("tpu",),
 }
 
 
@@ -57,7 +60,7 @@ def kernel_backend(
     if impl not in ("auto", "pallas", "xla"):
         raise ValueError(f"{kernel}_impl must be 'auto', 'pallas' or 'xla', got {impl!r}")
     if kernel not in _LOWERINGS:
-        raise ValueError(f"unknown kernel {kernel!r} (attention or rotary)")
+        raise ValueError(f"unknown kernel {kernel!r} (attention, rotary or decode)")
     if impl == "xla":
         return "xla"
     if interpret:
@@ -189,10 +192,12 @@ def attention(
     segment_ids: jax.Array | None = None,
     prefix_mask: jax.Array | None = None,
     interpret: bool = False,
+    platform: str | None = None,
 ) -> jax.Array:
     """Causal multi-head attention; shapes and masks as in :func:`xla_attention`.
 
-    The kernel is picked by :func:`kernel_backend` ("attention", ``impl``, ``interpret``):
+    The kernel is picked by :func:`kernel_backend` ("attention", ``impl``, ``interpret``,
+    ``platform``: the target platform, default ``jax.default_backend()``):
     ``impl="auto"`` uses the flash kernel where it has a lowering (or with ``interpret``) and
     the call is self-attention without a cache offset (``q_offset == 0`` as a Python int and
     T == S); ``impl="pallas"`` raises where the kernel cannot run (no lowering on this
@@ -220,7 +225,7 @@ def attention(
     # the kernel's alignment: the queries are the last T of the S keys (self-attention, or
     # the last position(s) of one, as a prefill's last_only layer asks)
     aligned = isinstance(q_offset, int) and t_len <= s_len and q_offset == s_len - t_len
-    backend = kernel_backend("attention", impl, interpret=interpret)
+    backend = kernel_backend("attention", impl, interpret=interpret, platform=platform)
     if impl == "pallas" and not aligned:
         raise ValueError(
             f"impl='pallas' needs self-attention (the queries are the last T keys: "
@@ -289,3 +294,46 @@ def _sharded_flash(
                              check_vma=False)(q, k, v)  # fmt: skip
     return jax.shard_map(kernel, mesh=mesh, in_specs=(spec, spec, spec, seg_spec),
                          out_specs=spec, check_vma=False)(q, k, v, seg)  # fmt: skip
+
+
+def cache_attention(
+    q: jax.Array,
+    k: jax.Array,
+    v: jax.Array,
+    *,
+    key_mask: jax.Array,
+    q_offset: jax.Array | int,
+    sm_scale: float,
+    backend: KernelBackend,
+    interpret: bool = False,
+) -> jax.Array:
+    """T new queries per row against the KV cache as stored (merged batch * heads rows).
+
+    q: (B * nh, T, hs) at slots ``q_offset ..``; k, v: (B * nh, S, hs) the cache; key_mask:
+    (B, S). ``backend`` "xla": :func:`xla_attention`; "tpu": the Pallas decode kernel
+    (``pallas_kernels.decode_attention``; interpreted with ``interpret``), inside
+    ``shard_map`` over the cache's batch axes when a mesh is active.
+    """
+    heads = q.shape[0] // key_mask.shape[0]
+    if backend == "xla":
+        return xla_attention(q, k, v, key_mask=jnp.repeat(key_mask, heads, axis=0),
+                             q_offset=q_offset, sm_scale=sm_scale)  # fmt: skip
+    if backend != "tpu":
+        raise ValueError(f"the decode kernel runs on TPU (or interpreted), got {backend!r}")
+
+    def kernel(q: jax.Array, k: jax.Array, v: jax.Array, km: jax.Array, off: jax.Array) -> Any:
+        return _decode(q, k, v, km, off, sm_scale=sm_scale, interpret=interpret)
+
+    off = jnp.asarray(q_offset, jnp.int32)
+    if not ax._ACTIVE:
+        return kernel(q, k, v, key_mask, off)  # (B * nh, T, hs)
+    mesh, rules = ax._ACTIVE[-1]
+    spec = ax.logical_to_spec((ax.CACHE_BATCH, ax.CACHE_LENGTH, ax.CACHE_HEAD_DIM),
+                              tuple(rules.items()))  # fmt: skip
+    if spec[1] is not None or spec[2] is not None:
+        raise ValueError(f"the decode kernel needs whole cache rows per device; the axis rules "
+                         f"split them as {spec}")  # fmt: skip
+    return jax.shard_map(kernel, mesh=mesh,
+                         in_specs=(spec, spec, spec, PartitionSpec(spec[0], None),
+                                   PartitionSpec()),
+                         out_specs=spec, check_vma=False)(q, k, v, key_mask, off)  # fmt: skip

@@ -53,6 +53,9 @@ class CodeGenConfig:
     attention_impl: KernelImpl = "auto"
     rotary_impl: KernelImpl = "auto"
     interpret: bool = False
+    # The platform the dispatch rule targets (None: ``jax.default_backend()``); "tpu" lowers
+    # the TPU kernels from a CPU host (``.lower(lowering_platforms=("tpu",))``, AOT checks).
+    kernel_platform: str | None = None
 
     def __post_init__(self) -> None:
         if self.arch not in _ACTIVATIONS:
@@ -64,6 +67,9 @@ class CodeGenConfig:
                 )
         if not isinstance(self.interpret, bool):
             raise TypeError(f"interpret must be a bool, got {self.interpret!r}")
+        if self.kernel_platform not in (None, "tpu", "gpu", "cuda", "rocm", "cpu"):
+            raise ValueError(f"kernel_platform must be None, 'tpu', 'gpu', 'cuda', 'rocm' or "
+                             f"'cpu', got {self.kernel_platform!r}")  # fmt: skip
         for field in ("vocab_size", "n_layer", "d_model", "n_head", "n_ctx", "qkv_mp_num"):
             value = getattr(self, field)
             if not isinstance(value, int) or value <= 0:

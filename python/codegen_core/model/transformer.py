@@ -36,8 +36,8 @@ from codegen_core.model.attention import (
     Impl,
     KernelBackend,
     attention,
+    cache_attention,
     kernel_backend,
-    xla_attention,
 )
 from codegen_core.model.config import CodeGenConfig
 from codegen_core.model.cpu_dense import DenseImpl, dense, native_dense, use_native
@@ -311,6 +311,7 @@ class Kernels(NamedTuple):
     attention: KernelBackend
     rotary: KernelBackend
     interpret: bool
+    attention_impl: str = "auto"  # what was asked: the decode kernel is resolved from it
 
 
 def kernels_for(config: CodeGenConfig, attn_impl: Impl | None = None) -> Kernels:
@@ -320,10 +321,14 @@ def kernels_for(config: CodeGenConfig, attn_impl: Impl | None = None) -> Kernels
     attn_interpret = config.interpret
     if impl == "pallas-interpret":
         impl, attn_interpret = "pallas", True
+    plat = config.kernel_platform
     return Kernels(
-        attention=kernel_backend("attention", impl, interpret=attn_interpret),
-        rotary=kernel_backend("rotary", config.rotary_impl, interpret=config.interpret),
+        attention=kernel_backend("attention", impl, interpret=attn_interpret, platform=plat),
+        rotary=kernel_backend(
+            "rotary", config.rotary_impl, interpret=config.interpret, platform=plat
+        ),
         interpret=attn_interpret,
+        attention_impl=impl,
     )
 
 
@@ -377,15 +382,20 @@ def _attention_block(
         # Attend over the cache as stored: any reshape of it here lets XLA CPU fuse the
         # reshape into the cache update and run that update twice (a full cache copy per
         # layer per token). q, the mask and the output are small; reshape those instead.
-        out = xla_attention(
+        # Decode steps and prefills into a non-empty cache: the Pallas decode kernel where
+        # attention_impl asks for it and it runs (TPU, or interpreted), else XLA.
+        decode = kernel_backend("decode", kernels.attention_impl, interpret=kernels.interpret,
+                                platform=config.kernel_platform)  # fmt: skip
+        out = cache_attention(
             q.reshape(b * nh, q.shape[2], hs).astype(ck.dtype), ck, cv,
-            key_mask=jnp.repeat(key_mask, nh, axis=0), q_offset=q_offset,
-            sm_scale=config.head_dim**-0.5,
+            key_mask=key_mask, q_offset=q_offset, sm_scale=config.head_dim**-0.5,
+            backend=decode, interpret=kernels.interpret,
         ).reshape(q.shape)  # fmt: skip
     else:  # no cache, or an empty one (static index 0): the tokens attend among themselves
         out = attention(
             q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=config.head_dim**-0.5,
             impl="xla" if kernels.attention == "xla" else "pallas", interpret=kernels.interpret,
+            platform=config.kernel_platform,
             segment_ids=segment_ids, prefix_mask=prefix_mask,
         )  # fmt: skip  # (B, nh, T, hs)
     b, nh, t, hs = out.shape
