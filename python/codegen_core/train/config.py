@@ -126,7 +126,7 @@ class ObjectivesSection:
 
 @dataclass(frozen=True)
 class EvalSection:
-    every: int = 0  # steps between held-out evaluations (0: only at the end, if heldout_dir)
+    every: int = 0  # steps between held-out evaluations (0: at step 0 and at the end only)
     batches: int = 8  # held-out global batches per evaluation
     batch_size: int | None = None  # None: train.global_batch_size
 

@@ -4,7 +4,14 @@ MFU (model FLOPs utilisation) = achieved model FLOPs / peak FLOPs. Model FLOPs p
 token are PaLM's ``6 * N + 12 * n_layer * d_model * seq_len``, with N the parameters that
 take part in matmuls (all but the input embedding, a lookup); rematerialised recomputation
 does not count. The peak is configured (``log.peak_tflops`` per device) or measured here by
-timing a large fp32 matmul (:func:`measure_peak_flops`).
+timing a large fp32 matmul (:func:`measure_peak_flops`; a probe at start-up on a busy
+machine reads low, so MFU then reads high: configure the peak for numbers to compare).
+
+Per-step records: ``loss`` (mean over the counted targets), ``lr``, ``grad_norm`` (before
+clipping), ``tokens`` (counted targets), ``z_loss``, ``tokens_per_s`` (every position of the
+global batch per wall second of the step: data, transfer and, at the first step,
+compilation included), ``mfu``, ``step_s``. Held-out records carry ``eval_loss``,
+``eval_tokens`` and ``eval_bpb``.
 """
 
 from __future__ import annotations
