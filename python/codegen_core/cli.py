@@ -17,6 +17,7 @@ _AREAS = (
     "codegen_core.eval.cli",
     "codegen_core.train.cli",
     "codegen_core.model.init_cli",
+    "codegen_core.quickstart.cli",
 )
 
 
@@ -79,6 +80,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         return int(args.func(args) or 0)
+    except SystemExit as e:  # a command's own "error: ..." exit
+        if isinstance(e.code, str):
+            print(f"codegen-core {args.command}: {e.code}", file=sys.stderr)
+            return 1
+        raise
+    except KeyError as e:  # str(KeyError) quotes its message
+        print(f"codegen-core {args.command}: error: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 1
     except (OSError, ValueError, TypeError, RuntimeError) as e:
         print(f"codegen-core {args.command}: error: {e}", file=sys.stderr)
         return 1

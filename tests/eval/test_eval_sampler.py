@@ -28,7 +28,7 @@ class FakeOutput:
 
 
 class FakeConfig:
-    n_ctx = 64
+    n_ctx = 1024
     pad_id = 0
 
 
@@ -74,18 +74,24 @@ def test_jax_sampler_batches_by_length_bucket(
     small = JaxSampler(tmp_path, batch_rows=16)
     small.sample(["a"], params)  # 2 rows: the batch is 2 wide, not 16
     assert fake_model[-1]["width"] == 2
+    small.reserve_prompt_tokens(300)  # growing prompts: one padded length for all
+    small.sample(["a", "b"], params)
+    assert fake_model[-1]["length"] == 512
+    small.reserve_prompt_tokens(0)
+    small.sample(["a", "b"], params)
+    assert fake_model[-1]["length"] == 128
 
 
 def test_prompts_past_the_context_keep_their_tail(
     fake_model: list[dict[str, Any]], tmp_path: Path
 ) -> None:
-    sampler = JaxSampler(tmp_path)  # FakeConfig: 64-token context
-    params = SamplingParams(max_new_tokens=60)
-    with pytest.warns(UserWarning, match="exceeds the model's context of 64"):
+    sampler = JaxSampler(tmp_path)  # FakeConfig: 1024-token context
+    params = SamplingParams(max_new_tokens=1020)
+    with pytest.warns(UserWarning, match="exceeds the model's context of 1024"):
         sampler.sample([" a" * 10], params)
     assert fake_model[-1]["rows"] == [" a" * 4] and fake_model[-1]["length"] == 4
-    with pytest.raises(ValueError, match="max_new_tokens=64 leaves no room"):
-        sampler.sample(["a"], SamplingParams(max_new_tokens=64))
+    with pytest.raises(ValueError, match="max_new_tokens=1024 leaves no room"):
+        sampler.sample(["a"], SamplingParams(max_new_tokens=1024))
 
 
 def test_length_buckets() -> None:

@@ -63,7 +63,7 @@ class JaxSampler:
     Compilation is paid per shape, not per prompt: prompts are left padded to a length
     bucket (:func:`length_bucket`: 128, 256, 512, ...), and rows (prompts x samples) are run
     ``batch_rows`` at a time, a batch filled up with copies of a real row (their output is
-    dropped); a call with fewer rows uses the next power of two. Compiled programs are kept
+    dropped); a call with fewer rows runs them as they are. Compiled programs are kept
     for the sampler's lifetime, so later calls (problems, MTPB turns) reuse them; ``stats``
     separates compile time from sampling time. Every batch uses a fresh seed
     (``params.seed`` + batch number), so a run is reproducible from its seed and call order.
@@ -108,6 +108,13 @@ class JaxSampler:
         self._compiled: dict[tuple[Any, ...], Any] = {}
         self._calls = 0
         self._warned_long = False
+        self._reserved = 0
+
+    def reserve_prompt_tokens(self, tokens: int) -> None:
+        """Pad every prompt to at least ``tokens`` (rounded up to a multiple of 256) until
+        called again (0 ends it): a caller whose prompts will grow (MTPB turns) then runs
+        every turn in one compiled program instead of one per length bucket."""
+        self._reserved = -(-max(tokens, 0) // 256) * 256
 
     @property
     def context(self) -> int:
@@ -145,12 +152,9 @@ class JaxSampler:
         rows = [(i, j) for i in range(len(prompts)) for j in range(params.n)]
         buckets: dict[int, list[tuple[int, int]]] = {}
         for i, j in rows:
-            t = length_bucket(len(encoded[i]), room, self.smallest_bucket)
+            t = length_bucket(max(len(encoded[i]), self._reserved), room, self.smallest_bucket)
             buckets.setdefault(t, []).append((i, j))
-        width = 1
-        while width < min(len(rows), self.batch_rows):
-            width *= 2
-        width = min(width, self.batch_rows)
+        width = min(len(rows), self.batch_rows)  # a small call (MTPB turn) runs as it is
         out: list[list[str]] = [[""] * params.n for _ in prompts]
         for t, items in sorted(buckets.items()):
             for start in range(0, len(items), width):

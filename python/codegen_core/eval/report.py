@@ -19,6 +19,9 @@ __all__ = [
     "humaneval_summary",
     "mtpb_report",
     "mtpb_summary",
+    "per_task_table",
+    "percent",
+    "plot_pass_at_k",
     "write_json",
 ]
 
@@ -30,7 +33,9 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     for row in cells:
         widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
     numeric = [
-        all(isinstance(row[i], (int, float)) for row in rows) if rows else False
+        all(isinstance(row[i], (int, float)) or _is_percent(row[i]) for row in rows)
+        if rows
+        else False
         for i in range(len(headers))
     ]
 
@@ -45,6 +50,18 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join([line(list(headers)), sep, *(line(r) for r in cells)])
 
 
+def _is_percent(value: Any) -> bool:
+    return isinstance(value, str) and value.endswith("%")
+
+
+def percent(fraction: float) -> str:
+    """A fraction as people write a percentage: 0.5 -> '50.0%', 0.0003 -> '0.03%'."""
+    value = 100.0 * fraction
+    if value == 0 or value >= 0.1:
+        return f"{value:.1f}%"
+    return f"{value:.2g}%"
+
+
 def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4f}"
@@ -53,8 +70,8 @@ def _cell(value: Any) -> str:
 
 def _status_table(statuses: Counter[str]) -> str:
     total = sum(statuses.values()) or 1
-    rows = [(s, n, 100.0 * n / total) for s, n in statuses.most_common()]
-    return format_table(["status", "count", "%"], rows)
+    rows = [(s, n, percent(n / total)) for s, n in statuses.most_common()]
+    return format_table(["status", "count", "share"], rows)
 
 
 def flag_counts(results: Sequence[ExecResult]) -> dict[str, int]:
@@ -103,17 +120,59 @@ def humaneval_summary(report: ScoreReport, *, title: str = "HumanEval") -> str:
     lines = [
         f"{title}: {len(report.per_task)} problems, {len(report.samples)} samples",
         "",
-        format_table(["k", "pass@k (%)"], [(k, 100.0 * report.pass_at_k[k]) for k in ks])
+        format_table(["k", "pass@k"], [(k, percent(report.pass_at_k[k])) for k in ks])
         if ks
         else "(no k with enough samples per problem)",
         "",
         _status_table(Counter(r.status.value for r in report.results)),
         *_flag_lines(report.results),
+        "",
+        "Per problem:",
+        per_task_table(report.per_task, ks),
     ]
-    failing = [(t, v["c"], v["n"]) for t, v in report.per_task.items() if v["c"] < v["n"]]
-    if failing and len(failing) <= 20:
-        lines += ["", format_table(["task", "passed", "samples"], failing)]
     return "\n".join(lines)
+
+
+def per_task_table(per_task: Mapping[str, Mapping[str, Any]], ks: Sequence[str]) -> str:
+    """One row per problem: samples, passed, and each pass@k."""
+    rows = [
+        (task, v["n"], v["c"], *(percent(v[k]) if k in v else "-" for k in ks))
+        for task, v in per_task.items()
+    ]
+    return format_table(["problem", "samples", "passed", *ks], rows)
+
+
+def plot_pass_at_k(path: str | Path, document: Mapping[str, Any]) -> None:
+    """Draw a report's pass@k against k (log scale) to an image file (needs matplotlib)."""
+    try:
+        import matplotlib  # noqa: PLC0415 - optional extra
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt  # noqa: PLC0415
+    except ImportError:
+        raise RuntimeError("--plot needs matplotlib: pip install matplotlib") from None
+    points = sorted((int(k.split("@")[1]), v) for k, v in document["pass_at_k"].items())
+    fig, ax = plt.subplots(figsize=(5, 3.5))
+    try:
+        if points:
+            ks, values = zip(*points, strict=True)
+            ax.plot(ks, [100.0 * v for v in values], marker="o")
+            for k, v in points:
+                ax.annotate(percent(v), (k, 100.0 * v), textcoords="offset points", xytext=(0, 6),
+                            ha="center", fontsize=8)  # fmt: skip
+            ax.set_xscale("log")
+            ax.set_xticks(list(ks), [str(k) for k in ks])
+        else:
+            ax.text(0.5, 0.5, "no k with enough samples", ha="center", transform=ax.transAxes)
+        ax.set_xlabel("k")
+        ax.set_ylabel("pass@k (%)")
+        ax.set_ylim(0, 100)
+        ax.set_title(str(document.get("benchmark", "")))
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+        fig.savefig(path)
+    finally:
+        plt.close(fig)
 
 
 def mtpb_report(report: MTPBReport, *, meta: Mapping[str, Any] | None = None) -> dict:
@@ -137,16 +196,14 @@ def mtpb_report(report: MTPBReport, *, meta: Mapping[str, Any] | None = None) ->
 def mtpb_summary(report: MTPBReport) -> str:
     lines = [
         f"MTPB: {len(report.per_problem)} problems, {len(report.records)} histories",
-        f"pass rate: {100.0 * report.pass_rate:.2f}%",
+        f"pass rate: {percent(report.pass_rate)}",
     ]
     if report.pass_at_k:
-        lines.append(
-            ", ".join(f"{k}: {100.0 * v:.2f}%" for k, v in sorted(report.pass_at_k.items()))
-        )
+        lines.append(", ".join(f"{k}: {percent(v)}" for k, v in sorted(report.pass_at_k.items())))
     lines += ["", _status_table(Counter(r.status.value for r in report.results))]
     lines += _flag_lines(report.results)
-    rows = [(pid, v["c"], v["n"], 100.0 * v["pass_rate"]) for pid, v in report.per_problem.items()]
-    lines += ["", format_table(["problem", "passed", "runs", "pass rate (%)"], rows)]
+    rows = [(pid, v["c"], v["n"], percent(v["pass_rate"])) for pid, v in report.per_problem.items()]
+    lines += ["", format_table(["problem", "passed", "runs", "pass rate"], rows)]
     if report.errata:
         lines += ["", "Known dataset errata among the scored cases (the ceiling is below 100%):"]
         lines += [f"  {key}: {text}" for key, text in report.errata.items()]
