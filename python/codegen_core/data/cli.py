@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -63,9 +64,60 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-progress", action="store_true")
 
 
+def _check_numbers(args: argparse.Namespace) -> None:
+    for name, low in (("threads", 0), ("num_perm", 1), ("ngram", 1), ("max_file_bytes", 1),
+                      ("seq_len", 2), ("min_tail", 0), ("sequences_per_shard", 1)):  # fmt: skip
+        value = getattr(args, name, None)
+        if value is not None and value < low:
+            what = "0 (all cores) or more" if name == "threads" else f">= {low}"
+            raise ValueError(f"--{name.replace('_', '-')} must be {what}, got {value}")
+    if not 0.0 < args.threshold <= 1.0:
+        raise ValueError(
+            f"--threshold must be a Jaccard similarity in (0, 1], got {args.threshold}"
+        )
+
+
+def _check_inputs(inputs: list[Path], extensions: tuple[str, ...]) -> None:
+    """Every input exists and can be read, and together they hold at least one document."""
+    found = False
+    for path in inputs:
+        if not path.exists():
+            raise FileNotFoundError(f"input {path} does not exist")
+        try:
+            if path.is_dir():
+                for _root, _dirs, files in os.walk(path, onerror=_raise):
+                    if any(_candidate(Path(f), extensions) for f in files):
+                        found = True
+                        break
+            else:
+                with path.open("rb"):
+                    found = True
+        except PermissionError as exc:
+            raise PermissionError(
+                f"input {path}: cannot be read ({exc.strerror}: {exc.filename})"
+            ) from None
+    if not found:
+        kinds = ", ".join(extensions) if extensions else "any"
+        raise ValueError(
+            f"no input documents in {', '.join(map(str, inputs))} (files of extension {kinds} "
+            f"or {'/'.join(sources.JSONL_SUFFIXES)}); nothing to do"
+        )
+
+
+def _raise(exc: OSError) -> None:
+    raise exc
+
+
+def _candidate(name: Path, extensions: tuple[str, ...]) -> bool:
+    return not extensions or name.suffix in extensions or name.suffix in sources.JSONL_SUFFIXES
+
+
 def _config(args: argparse.Namespace) -> tuple[list[Path], PrepareConfig]:
+    _check_numbers(args)
     inputs = list(args.inputs)
     exclude = sources.DEFAULT_EXCLUDE
+    if inputs:
+        _check_inputs(inputs, tuple(e.strip() for e in args.extensions.split(",") if e.strip()))
     if not inputs:
         inputs = sources.default_inputs()
         exclude = (*exclude, "site-packages")
@@ -118,12 +170,12 @@ def _run_prepare(args: argparse.Namespace) -> int:
         report = prepare(
             inputs, args.out, config, overwrite=args.overwrite, progress=not args.no_progress
         )
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(_summary(report, time.perf_counter() - start))
     print(f"wrote {args.out}/manifest.json and {args.out}/report.json")
-    return 0
+    return _nothing_kept(report, args)
 
 
 def _run_dedup(args: argparse.Namespace) -> int:
@@ -131,10 +183,13 @@ def _run_dedup(args: argparse.Namespace) -> int:
         inputs, config = _config(args)
         start = time.perf_counter()
         scanned = scan(inputs, config, progress=not args.no_progress)
-    except (ValueError, FileNotFoundError) as e:
+    except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     report = dedup_report(scanned, config)
+    if report["filters"]["seen"] == 0:
+        print(f"error: no documents read from {_names(args)}; nothing to do", file=sys.stderr)
+        return 2
     out: Path = args.out
     out.mkdir(parents=True, exist_ok=True)
     kept = [ref.name for ref, _ in scanned.kept_refs()]
@@ -151,4 +206,18 @@ def _run_dedup(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(_summary(report, time.perf_counter() - start))
     print(f"wrote {out}/kept.txt, {out}/removed.txt and {out}/report.json")
-    return 0
+    return _nothing_kept(report, args)
+
+
+def _names(args: argparse.Namespace) -> str:
+    return ", ".join(map(str, args.inputs)) or "the standard library"
+
+
+def _nothing_kept(report: dict, args: argparse.Namespace) -> int:
+    """Exit 2 (with the reason) when no document survived: the outputs hold nothing."""
+    if report["documents_kept"]:
+        return 0
+    seen = report["filters"]["seen"]
+    why = f"all {seen} documents were dropped" if seen else "no documents were read"
+    print(f"error: {why} from {_names(args)}; the output holds nothing", file=sys.stderr)
+    return 2

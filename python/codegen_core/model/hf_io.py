@@ -218,7 +218,21 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
             header = json.loads(fh.read(n))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ValueError(f"{path}: corrupt safetensors header ({err})") from err
-    data = np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n)
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: corrupt safetensors header (not a JSON object)")  # noqa: TRY004
+    size = path.stat().st_size - 8 - n
+    try:
+        need = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"),
+                   default=0)  # fmt: skip
+    except (KeyError, TypeError, ValueError, IndexError) as err:
+        raise ValueError(f"{path}: corrupt safetensors header ({err!r})") from None
+    if size < need:
+        raise ValueError(
+            f"{path}: truncated safetensors file ({size} data bytes, the header needs {need})"
+        )
+    data = (
+        np.memmap(path, dtype=np.uint8, mode="r", offset=8 + n) if need else np.zeros(0, np.uint8)
+    )
     out: dict[str, np.ndarray] = {}
     for name, info in header.items():
         if name == "__metadata__":
@@ -227,7 +241,10 @@ def read_safetensors(path: str | Path) -> dict[str, np.ndarray]:
         if dt is None:
             raise ValueError(f"{path}: tensor {name!r} has unsupported dtype {info['dtype']}")
         begin, end = info["data_offsets"]
-        out[name] = data[begin:end].view(dt).reshape(info["shape"])
+        try:
+            out[name] = data[begin:end].view(dt).reshape(info["shape"])
+        except ValueError as err:
+            raise ValueError(f"{path}: tensor {name!r} does not match its header ({err})") from None
     return out
 
 
@@ -308,7 +325,20 @@ def load_hf_checkpoint(
     cfg_path = d / "config.json"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{d}: no config.json (is this a transformers checkpoint?)")
-    config = CodeGenConfig.from_hf_config(json.loads(cfg_path.read_text()), qkv_mp_num=qkv_mp_num)
+    try:
+        hf_config = json.loads(cfg_path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as err:
+        raise ValueError(f"{cfg_path}: not UTF-8 text ({err.reason})") from None
+    except json.JSONDecodeError as err:
+        raise ValueError(
+            f"{cfg_path}: not valid JSON ({err.msg} at line {err.lineno}); truncated?"
+        ) from None
+    if not isinstance(hf_config, dict):
+        raise ValueError(f"{cfg_path}: expected a JSON object, got {type(hf_config).__name__}")  # noqa: TRY004
+    try:
+        config = CodeGenConfig.from_hf_config(hf_config, qkv_mp_num=qkv_mp_num)
+    except (KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{cfg_path}: not a usable CodeGen/LLaMA config ({err})") from None
     params = params_from_state_dict(read_state_dict(d), config, dtype=dtype)
     return config, params
 
