@@ -92,6 +92,44 @@ def test_offline_sample_from_a_cached_hub_id_and_a_clear_miss(tmp_path: Path) ->
     assert "HF_HUB_OFFLINE" in run.stderr and "Traceback" not in run.stderr
 
 
+def test_trainer_init_from_takes_a_hub_id(tmp_path: Path) -> None:
+    """train.init_from=owner/name reads the model config and weights from the cache."""
+    _build_cache(tmp_path / "hf", _tiny_model(tmp_path / "model"))
+    code = (
+        "from codegen_core.train import loop\n"
+        "from codegen_core.train.config import load_config\n"
+        f"cfg = load_config('tiny', ['train.init_from={REPO}'])\n"
+        "cfg, model, load = loop._model_config(cfg)\n"
+        "params = load()\n"
+        "print(model.vocab_size, model.d_model, params['wte']['embedding'].shape)\n"
+    )
+    got = subprocess.run([sys.executable, "-c", code], env=_offline_env(tmp_path / "hf"),
+                         capture_output=True, text=True, timeout=300, check=False)  # fmt: skip
+    assert got.returncode == 0, got.stderr
+    assert got.stdout.split()[:2] == ["51200", "32"]
+
+
+def test_init_writes_a_model_of_the_real_vocabulary(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from codegen_core.cli import main  # noqa: PLC0415
+    from codegen_core.model.hf_io import load_hf_checkpoint  # noqa: PLC0415
+    from codegen_core.model.init_cli import SMALL_PRESETS  # noqa: PLC0415
+    from codegen_core.tokenizer.core import Tokenizer  # noqa: PLC0415
+
+    config, _ = SMALL_PRESETS["small-codegen"]
+    assert 9_000_000 < config.num_params() < 11_000_000
+    assert Tokenizer.codegen2().vocab_size <= config.vocab_size
+    out = tmp_path / "small"
+    assert main(["init", "--preset", "small-codegen", "--out", str(out)]) == 0
+    loaded, _ = load_hf_checkpoint(out)
+    assert loaded.vocab_size == 51200 and loaded.n_layer == config.n_layer
+    assert main(["init", "--out", str(out)]) == 1  # never overwrites without --force
+    assert "--force" in capsys.readouterr().err
+    assert main(["init", "--preset", "nope", "--out", str(tmp_path / "x")]) == 1
+    assert "small-codegen" in capsys.readouterr().err  # the error lists the presets
+
+
 def test_missing_huggingface_hub_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "huggingface_hub", None)  # not importable
     with pytest.raises(RuntimeError, match="pip install huggingface_hub"):

@@ -35,7 +35,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 def _add_train_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--config", default=None, help="preset name or YAML/JSON file")
-    p.add_argument("--init-from", default=None, help="transformers checkpoint dir to start from")
+    p.add_argument("--init-from", default=None, help="checkpoint dir or Hub id to start from")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--print-config", action="store_true", help="print the resolved config, exit")
     p.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="e.g. train.steps=100")

@@ -123,8 +123,10 @@ def _model_config(cfg: Config) -> tuple[Config, CodeGenConfig, Any]:
     if cfg.train.init_from is None:
         return cfg, cfg.model.resolve(), None
     from codegen_core.model import hf_io  # noqa: PLC0415
+    from codegen_core.model.hub import resolve_model_dir  # noqa: PLC0415
 
-    path = Path(cfg.train.init_from) / "config.json"
+    init_dir = resolve_model_dir(cfg.train.init_from)  # a directory or a Hub id
+    path = init_dir / "config.json"
     try:
         hf = json.loads(path.read_text(encoding="utf-8"))
     except OSError as e:
@@ -140,7 +142,7 @@ def _model_config(cfg: Config) -> tuple[Config, CodeGenConfig, Any]:
     cfg = cfg.replace(model=ModelSection(preset=cfg.model.preset, overrides=overrides))
 
     def load() -> transformer.Params:
-        _, params = hf_io.load_hf_checkpoint(cfg.train.init_from)  # type: ignore[arg-type]
+        _, params = hf_io.load_hf_checkpoint(init_dir)
         return params
 
     return cfg, model, load
