@@ -346,3 +346,58 @@ def test_opaque_values_do_not_stall_the_comparison(pool: SandboxPool) -> None:
     code = "class X:\n    def __repr__(self):\n        return 'x'\n{X() for _ in range(30000)}\n"
     r = pool.run(Program(code, mode="mtpb", expected={1, 2}))
     assert r.status is Status.FAILED and r.exc_type == "Mismatch", r
+
+
+PLANTED_IN_THE_TEST = '''
+def add(a, b):
+    return a - b
+
+
+import gc, sys
+
+
+class Key(str):
+    spaces = []
+
+    def __eq__(self, other):
+        if str.__eq__(other, "check"):
+            for space in Key.spaces:
+                test = dict.get(space, self)
+                if callable(test):
+                    test.__code__ = (lambda candidate: None).__code__
+            return True
+        return str.__eq__(self, other)
+
+    __hash__ = str.__hash__
+
+
+class Planter:
+    """Collected while the test's own module code allocates: plants the key in the test's
+    namespace (found through f_back/f_globals, which are not audited)."""
+
+    def __del__(self):
+        f = sys._getframe(0).f_back
+        while f is not None:
+            space = f.f_globals
+            if "METADATA" in space and "check" not in space:
+                if all(space is not s for s in Key.spaces):
+                    Key.spaces.append(space)
+                    space[Key("check")] = None
+                return
+            f = f.f_back
+        again = Planter()
+        again.me = again
+
+
+first = Planter()
+first.me = first
+del first
+gc.set_threshold(1)
+'''
+
+
+def test_a_key_planted_in_the_test_namespace_cannot_rewrite_check(pool: SandboxPool) -> None:
+    """The harness makes check() from the test's own code object and calls it at once;
+    before, looking ``check`` up in the test's namespace ran the planted key's __eq__."""
+    r = pool.run(Program(PLANTED_IN_THE_TEST, mode="humaneval", test=TEST, entry_point="add"))
+    assert r.status is Status.FAILED and r.exc_type == "AssertionError", r

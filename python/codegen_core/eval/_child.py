@@ -478,7 +478,13 @@ def _run_program(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
         # now: the program may replace builtins (exec, type, ...) and plant keys whose
         # __eq__ runs its code in its globals, which the test's names must never meet.
         test_code = None if test is None else compile(test, TEST_FILE, "exec")
-        _exec, _type, _str = exec, type, str
+        # check() is made by the harness from the test's own code object (immutable, never
+        # in the program's reach), not taken from a namespace the program can write to
+        check_code = None
+        for const in test_code.co_consts if test_code is not None else ():
+            if isinstance(const, type(compile("", "", "exec"))) and const.co_name == "check":
+                check_code = const  # the last definition, as the name would resolve
+        _exec, _type, _str, _function = exec, type, str, type(reference_guard)
         import builtins as _builtins  # the test's: not a __builtins__ the program defined
 
         sys.stdout = sys.stderr = sys.stdin = swallow  # type: ignore[assignment]
@@ -491,10 +497,13 @@ def _run_program(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
                     test_globals = {k: v for k, v in program_globals.items() if _type(k) is _str}
                     test_globals["__builtins__"] = _builtins
                     _exec(test_code, test_globals)
-                    if "check" not in test_globals or entry not in test_globals:
-                        missing = "check" if "check" not in test_globals else entry
+                    if check_code is None or entry not in test_globals:
+                        missing = "check" if check_code is None else entry
                         raise NameError(f"name {missing!r} is not defined")
-                    test_globals["check"](test_globals[entry])
+                    candidate = test_globals[entry]  # the program's own: it may be anything
+                    # made and called in one expression: no program code runs in between
+                    # (a signal handler or finalizer could reach a local through frames)
+                    _function(check_code, test_globals)(candidate)
             finally:
                 disarm()
         except _TimeoutError:
