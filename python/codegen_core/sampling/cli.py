@@ -81,18 +81,19 @@ def _check(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     _check(args)
+    from codegen_core.model.hub import resolve_model_dir  # noqa: PLC0415
+
+    model_dir = resolve_model_dir(args.model)  # before JAX loads: a bad name fails at once
     # JAX loads only when the command runs, so other subcommands start fast
     import jax.numpy as jnp  # noqa: PLC0415
 
     from codegen_core.model.hf_io import load_hf_checkpoint  # noqa: PLC0415
-    from codegen_core.model.hub import resolve_model_dir  # noqa: PLC0415
     from codegen_core.sampling.generate import generate  # noqa: PLC0415
     from codegen_core.sampling.infill import infill  # noqa: PLC0415
     from codegen_core.sampling_params import SamplingParams  # noqa: PLC0415
     from codegen_core.tokenizer.core import Tokenizer  # noqa: PLC0415
 
     dtype = jnp.bfloat16 if args.dtype == "bfloat16" else jnp.float32
-    model_dir = resolve_model_dir(args.model)
     print(f"loading {model_dir} ...", file=sys.stderr)
     config, params = load_hf_checkpoint(model_dir, dtype=dtype, qkv_mp_num=args.mp_num)
     tokenizer = Tokenizer.for_checkpoint(
