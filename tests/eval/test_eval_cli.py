@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -38,7 +39,12 @@ def test_humaneval_samples_file(tmp_path: Path, capsys: pytest.CaptureFixture[st
     argv = ["eval", "humaneval", "--samples", str(tmp_path / "s.jsonl"), "--problems", str(data)]
     argv += ["--ignore-incomplete", "-k", "1,2", "--out", str(out), "--no-progress"]
     argv += ["--workers", "2", "--results-jsonl", str(tmp_path / "r.jsonl")]
+    plot = tmp_path / "passk.png"
+    if importlib.util.find_spec("matplotlib") is not None:  # the optional plot extra
+        argv += ["--plot", str(plot)]
     assert cli.main(argv) == 0
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert plot.read_bytes()[:4] == b"\x89PNG"
     printed = capsys.readouterr().out
     assert "pass@k" in printed and "50.0%" in printed and "HumanEval/0" in printed
     report = json.loads(out.read_text())

@@ -125,6 +125,10 @@ def _samples_path(args: argparse.Namespace) -> Path | None:
         return args.samples_out
     if args.out is not None:
         return args.out.with_name(args.out.stem + ".samples.jsonl")
+    print(
+        "note: samples are not saved and a rerun starts over (give --samples-out or --out)",
+        file=sys.stderr,
+    )
     return None
 
 
