@@ -401,3 +401,22 @@ def test_a_key_planted_in_the_test_namespace_cannot_rewrite_check(pool: SandboxP
     before, looking ``check`` up in the test's namespace ran the planted key's __eq__."""
     r = pool.run(Program(PLANTED_IN_THE_TEST, mode="humaneval", test=TEST, entry_point="add"))
     assert r.status is Status.FAILED and r.exc_type == "AssertionError", r
+
+
+def test_a_plain_result_line_cannot_switch_the_pool_off_namespaces(pool: SandboxPool) -> None:
+    """The outcome of a plain result line is one the runner writes, never a program's text:
+    "namespaces refused" once made the pool drop its namespaces for every later job."""
+    namespaces = pool.namespaces
+    code = (
+        "import os\n"
+        'line = b\'\\nR{"outcome":"namespaces refused","info":{}}\\n\'\n'
+        "for fd in range(3, 64):\n"
+        "    try:\n"
+        "        os.write(fd, line)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "os._exit(0)\n"
+    )
+    r = pool.run(Program(code))
+    assert r.status is Status.CRASHED and "forged_result" in r.flags, r
+    assert pool.namespaces == namespaces

@@ -1205,6 +1205,8 @@ def _p3_main(spec: dict[str, Any], status_fd: int, box: list[bytes]) -> None:
 
 
 STATUS_CAP = 2 << 20  # bytes P2 keeps from the status pipe (the rest is a tamper flag)
+# what the runner's R line can say (a pass is the seal; "error": an unknown mode)
+_PLAIN_OUTCOMES = ("failed", "timeout", "memory", "compare", "error")
 
 
 def parse_status(data: bytes, token: bytes) -> tuple[dict[str, Any] | None, list[str], bool]:
@@ -1258,8 +1260,10 @@ def parse_status(data: bytes, token: bytes) -> tuple[dict[str, Any] | None, list
             if name not in flags:
                 flags.append(name)
             tampered = tampered or message.get("tamper") is True
-        elif result is not None or message.get("outcome") == "passed":
-            mark("forged_result")  # a second result, or a pass without the seal
+        elif result is not None or message.get("outcome") not in _PLAIN_OUTCOMES:
+            # a second result, a pass without the seal, or an outcome the runner never
+            # writes (its text could reach the harness's reasons)
+            mark("forged_result")
         else:
             result = message
     if sealed:

@@ -569,7 +569,7 @@ class SandboxPool:
                 if (
                     self.namespaces
                     and result.status is Status.SANDBOX_ERROR
-                    and _child.NO_NAMESPACES in result.reason
+                    and result.reason.startswith(f"{_SETUP_FAILED}: {_child.NO_NAMESPACES}")
                 ):
                     self.namespaces = False  # e.g. a container whose seccomp forbids unshare
                     self._protections = None
@@ -991,6 +991,7 @@ def _drain(fd: int, capture: _Capture) -> None:
         pass
 
 
+_SETUP_FAILED = "sandbox setup failed"  # reasons from P1/P2's setup_error message only
 MAX_LINE = 16384  # longest message line the harness accepts (P1/P2 send < 4096)
 
 
@@ -1059,7 +1060,7 @@ def _classify(
     }
     if "setup_error" in messages:
         text = str(messages["setup_error"].get("message", ""))[:300]
-        return ExecResult(Status.SANDBOX_ERROR, f"sandbox setup failed: {text}", duration, **common)
+        return ExecResult(Status.SANDBOX_ERROR, f"{_SETUP_FAILED}: {text}", duration, **common)
     if result is not None:
         outcome = result.get("outcome")
         exc_type, exc_message = (
