@@ -338,7 +338,7 @@ def test_verdict_compares_mtpb_outside_the_program() -> None:
     assert _child._verdict(opaque, spec, [1])["outcome"] == "failed"  # equal to nothing
     garbage = {"outcome": "compare", "info": {"value": ["value", ["zz", 1]]}}
     assert _child._verdict(garbage, spec, 1)["outcome"] == "failed"
-    assert _child._verdict(result, {"mode": "humaneval"}, None)["outcome"] == "error"
+    assert _child._verdict(result, {"mode": "humaneval"}, None)["outcome"] == "failed"
 
 
 def test_malformed_messages_fail_the_job() -> None:

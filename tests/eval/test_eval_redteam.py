@@ -420,3 +420,22 @@ def test_a_plain_result_line_cannot_switch_the_pool_off_namespaces(pool: Sandbox
     r = pool.run(Program(code))
     assert r.status is Status.CRASHED and "forged_result" in r.flags, r
     assert pool.namespaces == namespaces
+
+
+@pytest.mark.parametrize("outcome", ["error", "compare", "sandbox_error"])
+def test_a_program_cannot_make_its_failure_a_sandbox_error(pool: SandboxPool, outcome: str):
+    """A caller may retry sandbox errors or leave them out of a score: a policy must not be
+    able to trade a failure for one."""
+    code = (
+        "import os\n"
+        f'line = b\'\\nR{{"outcome":"{outcome}","info":{{}}}}\\n\'\n'
+        "for fd in range(3, 64):\n"
+        "    try:\n"
+        "        os.write(fd, line)\n"
+        "    except OSError:\n"
+        "        pass\n"
+        "os._exit(0)\n"
+    )
+    for mode in ("humaneval", "script"):
+        r = pool.run(Program(code, mode=mode))  # type: ignore[arg-type]
+        assert r.status in (Status.FAILED, Status.CRASHED), r

@@ -580,7 +580,7 @@ def _run_program(spec: dict[str, Any]) -> tuple[str, dict[str, Any]]:
             out["exec_error"] = exec_error
         return "compare", out
 
-    return "error", {"exc_message": f"unknown mode {mode!r}"}
+    return "failed", {"exc_type": "ValueError", "exc_message": f"unknown mode {mode!r}"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1205,8 +1205,10 @@ def _p3_main(spec: dict[str, Any], status_fd: int, box: list[bytes]) -> None:
 
 
 STATUS_CAP = 2 << 20  # bytes P2 keeps from the status pipe (the rest is a tamper flag)
-# what the runner's R line can say (a pass is the seal; "error": an unknown mode)
-_PLAIN_OUTCOMES = ("failed", "timeout", "memory", "compare", "error")
+# what the runner's R line can say (a pass is the seal). Never "error": a program can write
+# these lines too, and must not turn its failure into a sandbox error (which a caller may
+# retry or leave out of a score).
+_PLAIN_OUTCOMES = ("failed", "timeout", "memory", "compare")
 
 
 def parse_status(data: bytes, token: bytes) -> tuple[dict[str, Any] | None, list[str], bool]:
@@ -1296,7 +1298,9 @@ def _verdict(
         return {"outcome": "error", "exc_message": "MTPB passes only by comparison"}
     if out["outcome"] == "compare":
         if spec.get("mode") != "mtpb":
-            return {"outcome": "error", "exc_message": "comparison outside MTPB mode"}
+            # only a program writes this line: a failure, never a sandbox error
+            return {"outcome": "failed", "exc_type": "ForgedResult",
+                    "exc_message": "comparison outside MTPB mode"}  # fmt: skip
         failed_as = info.get("failed_as")
         failed_as = failed_as if failed_as in ("failed", "timeout", "memory") else "failed"
         try:
