@@ -29,9 +29,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _add_common(p)
     p.add_argument("--out", required=True, type=Path, help="output directory for the shards")
     p.add_argument("--tokenizer", default="codegen", help="codegen|codegen2|gpt2|tokenizer.json")
-    p.add_argument("--seq-len", type=int, default=2048)
+    p.add_argument("--seq-len", type=int, default=2048, help="tokens per packed sequence")
     p.add_argument("--min-tail", type=int, default=64, help="shorter split tails are dropped")
-    p.add_argument("--sequences-per-shard", type=int, default=4096)
+    p.add_argument("--sequences-per-shard", type=int, default=4096, help="sequences per file")
     p.add_argument("--language", default=None, help="language tag recorded in the manifest")
     p.add_argument("--overwrite", action="store_true", help="replace prepared data in --out")
     p.set_defaults(func=_run_prepare)
@@ -56,12 +56,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--max-file-bytes", type=int, default=1 << 20, help="larger files are skipped")
     p.add_argument("--threshold", type=float, default=0.85, help="near-dup Jaccard threshold")
-    p.add_argument("--num-perm", type=int, default=256)
-    p.add_argument("--ngram", type=int, default=5)
-    p.add_argument("--verify", choices=("exact", "signature", "none"), default="exact")
-    p.add_argument("--no-near-dedup", action="store_true")
+    p.add_argument("--num-perm", type=int, default=256, help="MinHash permutations")
+    p.add_argument("--ngram", type=int, default=5, help="code tokens per MinHash shingle")
+    p.add_argument(
+        "--verify",
+        choices=("exact", "signature", "none"),
+        default="exact",
+        help="how near-duplicate candidates are confirmed",
+    )
+    p.add_argument("--no-near-dedup", action="store_true", help="exact dedup only")
     p.add_argument("--threads", type=int, default=0, help="0: all cores")
-    p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
