@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,12 +73,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _warnings_above_progress_bars() -> None:
+    """Print warnings through ``tqdm.write``: above any progress bar, not through it (on a
+    terminal, where bars are drawn; elsewhere warnings are left to their usual handler)."""
+    if not sys.stderr.isatty():
+        return
+    try:
+        from tqdm import tqdm  # noqa: PLC0415
+    except ImportError:
+        return
+
+    def show(message: Any, category: type, filename: str, lineno: int, *_: Any) -> None:
+        tqdm.write(f"warning: {message}", file=sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    shown = warnings.showwarning
+    _warnings_above_progress_bars()
     try:
         return int(args.func(args) or 0)
     except SystemExit as e:  # a command's own "error: ..." exit
@@ -93,6 +112,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":
