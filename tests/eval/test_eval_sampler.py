@@ -189,3 +189,29 @@ def test_jax_sampler_end_to_end_on_a_tiny_checkpoint(tmp_path: Path) -> None:
     again.sample(["def h(a, b):\n    return a", "x"], params)  # other lengths, one bucket
     assert again.stats.programs == 1 and again.stats.batches == 2  # compiled once, reused
     assert again.stats.compile_seconds > 0 and again.stats.sample_seconds > 0
+
+
+def test_mtpb_turns_share_one_compiled_program(tmp_path: Path) -> None:
+    """Every turn of an MTPB problem (growing histories) runs at one padded length, so the
+    whole problem compiles one program; its 5 histories go through each turn together."""
+    import jax  # noqa: PLC0415
+
+    from codegen_core.eval.mtpb import MTPBProblem  # noqa: PLC0415
+    from codegen_core.eval.resume import mtpb_records  # noqa: PLC0415
+    from codegen_core.model import get_preset, init  # noqa: PLC0415
+    from codegen_core.model.hf_io import save_hf_checkpoint  # noqa: PLC0415
+
+    config = get_preset("tiny-codegen").replace(vocab_size=51200, n_layer=1, d_model=32,
+                                                n_head=4, rotary_dim=4, n_ctx=512)  # fmt: skip
+    model_dir = save_hf_checkpoint(tmp_path / "m", init(config, jax.random.key(0)), config)
+    problem = MTPBProblem(
+        id=1, name="sum", description="", category="",
+        prompts=("Assign {a} to a.", "Add one to a and call it b.", "Print b."),
+        inputs=tuple({"a": i} for i in range(5)), outputs=tuple(range(1, 6)), max_gen_length=40,
+    )  # fmt: skip
+    sampler = load_sampler(model_dir)
+    records, resumed = mtpb_records({1: problem}, sampler, SamplingParams(temperature=0.5))
+    assert resumed == 0 and len(records) == 5
+    assert all(len(r.completions) == 3 for r in records)
+    assert sampler.stats.batches == 3 and sampler.stats.programs == 1  # one per turn, one shape
+    assert sampler.stats.rows == 15
