@@ -14,6 +14,7 @@ bandwidth, for fp32 and bf16 weights (bf16 reads half the bytes); the target is 
     python benchmarks/bench_generate.py            # full run (about 10 minutes on 2 cores)
     BENCH_REPS=1 python benchmarks/bench_generate.py   # quicker, noisier
     BENCH_PARTS=b1,bf16 python benchmarks/bench_generate.py  # some parts: b1 b8 bf16 prefill
+    BENCH_PARTS=read python benchmarks/bench_generate.py     # read bandwidth by thread count
     pytest benchmarks/bench_generate.py -m slow    # the same through pytest-benchmark
 
 torch runs at its best CPU settings: 2 threads, OMP_WAIT_POLICY=PASSIVE (set before torch
@@ -55,7 +56,8 @@ BF16_LOGIT_TOL = 0.05
 CEILING_TARGET = 0.90
 REPS = int(os.environ.get("BENCH_REPS", "2"))
 # Which measurements to run (a full run takes over 10 minutes on 2 cores; split it in two).
-ALL_PARTS = ("b1", "b8", "bf16", "prefill")
+# "read": the read bandwidth alone, by thread count, with and without huge pages.
+ALL_PARTS = ("b1", "b8", "bf16", "prefill", "read")
 PARTS = tuple(p for p in os.environ.get("BENCH_PARTS", ",".join(ALL_PARTS)).split(",") if p)
 
 
@@ -91,6 +93,33 @@ def read_bandwidth(n_bytes: int, reps: int = 7) -> dict[str, float]:
     _, seconds = _core.stream_read(buf, 0, reps)
     return {"best": buf.nbytes / min(seconds) / 1e9,
             "median": buf.nbytes / statistics.median(seconds) / 1e9}  # fmt: skip
+
+
+def read_table(n_bytes: int, log: Callable[[str], None]) -> dict[str, float]:
+    """Read bandwidth of an n_bytes buffer for 1..all threads, with numpy's huge-page advice
+    (its default for large arrays) and without it (4 KiB pages, as most allocators give)."""
+    from numpy._core import multiarray  # noqa: PLC0415
+
+    out: dict[str, float] = {}
+    for huge in (True, False):
+        previous = multiarray._set_madvise_hugepage(huge)
+        try:
+            for threads in range(1, (os.cpu_count() or 1) + 1):
+                buf = np.ones(n_bytes // 8, np.uint64)
+                _core.stream_read(buf, threads, 1)
+                _, seconds = _core.stream_read(buf, threads, 7)
+                best, median = (
+                    buf.nbytes / min(seconds) / 1e9,
+                    buf.nbytes / statistics.median(seconds) / 1e9,
+                )
+                out[f"read_gbs_{'huge' if huge else '4k'}_t{threads}_best"] = best
+                log(f"read {n_bytes / 1e9:.2f} GB, {threads} thread(s), "
+                    f"{'huge pages advised' if huge else '4 KiB pages'}: best {best:.1f} GB/s, "
+                    f"median {median:.1f} (load average {os.getloadavg()[0]:.2f})")  # fmt: skip
+                del buf
+        finally:
+            multiarray._set_madvise_hugepage(previous)
+    return out
 
 
 def ours_generate(params: Any, config: Any, batch: int, new: int) -> Callable[[], Any]:
@@ -134,8 +163,16 @@ def run_benchmark(reps: int = REPS, log: Callable[[str], None] = print) -> dict[
     unknown = set(PARTS) - set(ALL_PARTS)
     if unknown:
         raise ValueError(f"BENCH_PARTS: unknown parts {sorted(unknown)}; known: {ALL_PARTS}")
-    torch.set_num_threads(2)
     config = get_preset("codegen-350M")
+    # Weights read per decoded token: all but the embedding table (a row lookup).
+    n_read = config.num_params() - config.vocab_size * config.d_model
+    wbytes = {"fp32": 4 * n_read, "bf16": 2 * n_read}
+    r: dict[str, float] = {"loadavg_start": os.getloadavg()[0], "threads": float(os.cpu_count())}
+    if "read" in PARTS:
+        r.update(read_table(wbytes["fp32"], log))
+        if set(PARTS) == {"read"}:
+            return r
+    torch.set_num_threads(2)
     hf_cfg = {
         k: v for k, v in config.to_hf_config().items() if k not in ("model_type", "architectures")
     }
@@ -144,10 +181,6 @@ def run_benchmark(reps: int = REPS, log: Callable[[str], None] = print) -> dict[
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     params = params_from_state_dict(state, config)
     del state
-    # Weights read per decoded token: all but the embedding table (a row lookup).
-    n_read = config.num_params() - config.vocab_size * config.d_model
-    wbytes = {"fp32": 4 * n_read, "bf16": 2 * n_read}
-    r: dict[str, float] = {"loadavg_start": os.getloadavg()[0], "threads": float(os.cpu_count())}
     bw_start = {dt: read_bandwidth(b) for dt, b in wbytes.items()}
     log(f"load average {r['loadavg_start']:.2f}; weights read per token {wbytes['fp32'] / 1e9:.3f}"
         f" GB fp32, {wbytes['bf16'] / 1e9:.3f} GB bf16; read bandwidth ({os.cpu_count()} threads,"
