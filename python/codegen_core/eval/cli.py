@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--max-new-tokens", type=int, default=128, help="tokens per completion")
         p.add_argument("--seed", type=int, default=0, help="sampling seed")
         p.add_argument("--batch-rows", type=int, default=16, help="rows per compiled batch")
+        p.add_argument(
+            "--compile-cache",
+            default=str(_default_compile_cache()),
+            help="keep compiled sampling programs here across runs ('none': off; "
+            "JAX_COMPILATION_CACHE_DIR, when set, wins)",
+        )
         p.add_argument(
             "--dtype", choices=["float32", "bfloat16"], default="float32", help="weights"
         )
@@ -176,11 +183,27 @@ def _load(kind: str, path: Path | None, loader: Any, *extra: Any) -> Any:
         ) from None
 
 
+def _default_compile_cache() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "codegen-core" / "jax"
+
+
+def _use_compile_cache(setting: str) -> None:
+    """Let JAX keep compiled programs on disk, so a rerun (a resumed run, the next model of
+    the same shape) does not compile again."""
+    if setting.lower() == "none" or os.environ.get("JAX_COMPILATION_CACHE_DIR"):
+        return
+    import jax
+
+    jax.config.update("jax_compilation_cache_dir", setting)
+
+
 def _sampler(args: argparse.Namespace, **options: Any) -> Any:
     from codegen_core.eval.model_sampler import load_sampler
     from codegen_core.model.hub import resolve_model_dir
 
     model_dir = resolve_model_dir(args.model)
+    _use_compile_cache(args.compile_cache)
     sampler = load_sampler(model_dir, dtype=args.dtype, batch_rows=args.batch_rows, **options)
     context = getattr(sampler, "context", None)
     if args.benchmark != "mtpb" and context is not None and args.max_new_tokens >= context:
