@@ -134,3 +134,36 @@ def test_mtpb_resumes_by_problem(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     assert _run(monkeypatch, again, argv) == 0
     assert len(again.calls) == turns[4]
     assert len((tmp_path / "m.jsonl").read_text().splitlines()) == 10
+
+
+def test_infill_prompts_and_middles_are_resumed_too(tmp_path: Path) -> None:
+    """HumanEval-Infilling goes through the same writer: the infill format in, the middle
+    (cut at <eom>) out, and a rerun samples only what is missing."""
+    from codegen_core.eval import infilling  # noqa: PLC0415
+    from codegen_core.eval.resume import humaneval_samples  # noqa: PLC0415
+
+    data = SHARED / "humaneval-infilling"
+    if not (data / infilling.INFILLING_SETS["random-span-light"]).is_file():
+        pytest.skip(f"HumanEval-Infilling data not found in {data}")
+    problems = dict(list(infilling.load_infilling("random-span-light", data).items())[:4])
+    options: dict[str, Any] = {
+        "prompt_of": lambda p: infilling.infill_prompt(p.prompt, p.suffix),
+        "finish": infilling.truncate_infill,
+        "rows_per_call": 2,
+        "path": tmp_path / "s.jsonl",
+    }
+    seen: list[str] = []
+
+    class Middle:
+        def sample(self, prompts: Sequence[str], params: SamplingParams) -> list[list[str]]:
+            seen.extend(prompts)
+            return [["x = 1<eom>junk"] for _ in prompts]
+
+    samples, resumed = humaneval_samples(problems, Middle(), SamplingParams(), **options)
+    assert resumed == 0 and [s.completion for s in samples] == ["x = 1"] * 4
+    assert all(p.endswith("<|endoftext|><sep><mask_1>") for p in seen)
+    lines = (tmp_path / "s.jsonl").read_text().splitlines()
+    (tmp_path / "s.jsonl").write_text("\n".join(lines[:2]) + "\n")  # as if killed after 2
+    seen.clear()
+    again, resumed = humaneval_samples(problems, Middle(), SamplingParams(), **options)
+    assert resumed == 2 and len(seen) == 2 and again == samples

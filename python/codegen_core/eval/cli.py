@@ -302,7 +302,11 @@ def _known_tasks(path: Path, samples: list[Any], problems: dict[str, Any]) -> No
 
 
 def _run_infill(args: argparse.Namespace) -> int:
-    from codegen_core.eval import humaneval, infilling, report
+    import re
+    import time
+    from dataclasses import replace
+
+    from codegen_core.eval import humaneval, infilling, report, resume
 
     _check_args(args)
     ks = _ks(args.ks)
@@ -316,9 +320,15 @@ def _run_infill(args: argparse.Namespace) -> int:
         _known_tasks(args.samples, samples, problems)
     else:
         sampler = _sampler(args, codegen2=True)
-        samples = infilling.generate_infill_samples(problems, sampler, _params(args))
-        if args.samples_out:
-            humaneval.write_samples(args.samples_out, samples)
+        began = time.perf_counter()
+        stop = tuple(re.escape(t) for t in infilling.END_OF_MIDDLE)  # the middle ends there
+        samples, resumed = resume.humaneval_samples(
+            problems, sampler, replace(_params(args), stop=stop), path=_samples_path(args),
+            rows_per_call=4 * args.batch_rows, progress=not args.no_progress,
+            prompt_of=lambda p: infilling.infill_prompt(p.prompt, p.suffix),
+            finish=infilling.truncate_infill,
+        )  # fmt: skip
+        _timing(args, sampler, began, len(problems) - resumed, resumed)
     result = humaneval.evaluate_samples(
         samples,
         problems,

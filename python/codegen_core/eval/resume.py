@@ -175,27 +175,31 @@ def humaneval_samples(
     path: Path | None = None,
     rows_per_call: int = 64,
     progress: bool = False,
+    prompt_of: Callable[[Problem], str] | None = None,
+    finish: Callable[[str], str] = truncate_completion,
 ) -> tuple[list[Sample], int]:
     """``params.n`` truncated completions per problem, appended to ``path`` as they are made;
     problems already complete in ``path`` are not sampled again.
 
-    Returns (samples in problem order, number of problems resumed from the file).
+    ``prompt_of`` builds a problem's prompt (default: its ``prompt``; HumanEval-Infilling
+    passes the infill format) and ``finish`` cuts a raw completion (default: CodeGen's
+    truncation). Returns (samples in problem order, number of problems resumed from the file).
     """
+    prompt_of = prompt_of or (lambda p: p.prompt)
     expected = dict.fromkeys(problems, params.n)
     done, handle = _resume(path, lambda r: str(r["task_id"]), expected, "HumanEval")
     pending = [p for p in problems.values() if p.task_id not in done]
-    pending.sort(key=lambda p: _length(sampler, p.prompt))
+    pending.sort(key=lambda p: _length(sampler, prompt_of(p)))
     per_call = max(1, rows_per_call // params.n)
     try:
         with progress_bar(len(problems), len(done), "sampling", "problem", progress) as bar:
             for start in range(0, len(pending), per_call):
                 batch = pending[start : start + per_call]
-                prompts = [p.prompt for p in batch]
+                prompts = [prompt_of(p) for p in batch]
                 out = check_samples(prompts, params, sampler.sample(prompts, params))
                 for problem, completions in zip(batch, out, strict=True):
                     rows = [
-                        {"task_id": problem.task_id, "completion": truncate_completion(c)}
-                        for c in completions
+                        {"task_id": problem.task_id, "completion": finish(c)} for c in completions
                     ]
                     _append(handle, rows)
                     done[problem.task_id] = rows
