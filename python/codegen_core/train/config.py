@@ -83,7 +83,7 @@ class TrainSection:
     z_loss: float = 0.0  # coefficient of logsumexp(logits)**2 (PaLM uses 1e-4)
     nan_policy: Literal["stop", "skip"] = "stop"  # on a non-finite loss or gradient
     attn_impl: Literal["auto", "xla", "pallas"] = "auto"
-    init_from: str | None = None  # a transformers checkpoint directory to start from
+    init_from: str | None = None  # a transformers checkpoint directory (or Hub id) to start from
 
 
 @dataclass(frozen=True)
