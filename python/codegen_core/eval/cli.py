@@ -28,7 +28,13 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="benchmark", required=True)
 
-    def common(p: argparse.ArgumentParser, *, timeout: float, ks: str) -> None:
+    def common(
+        p: argparse.ArgumentParser,
+        *,
+        timeout: float,
+        ks: str,
+        new_tokens: str = "tokens per completion",
+    ) -> None:
         source = p.add_mutually_exclusive_group(required=True)
         source.add_argument("--samples", type=Path, help="samples JSONL(.gz) to score")
         source.add_argument(
@@ -51,7 +57,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         p.add_argument("--n", type=int, default=1, help="with --model: samples per prompt")
         p.add_argument("--temperature", type=float, default=0.2, help="sampling temperature")
         p.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass")
-        p.add_argument("--max-new-tokens", type=int, default=128, help="tokens per completion")
+        p.add_argument("--max-new-tokens", type=int, default=128, help=new_tokens)
         p.add_argument("--seed", type=int, default=0, help="sampling seed")
         p.add_argument("--batch-rows", type=int, default=16, help="rows per compiled batch")
         p.add_argument(
@@ -73,7 +79,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
     he.set_defaults(func=_run_humaneval)
 
     mt = sub.add_parser("mtpb", help="Multi-Turn Programming Benchmark")
-    common(mt, timeout=20.0, ks="1")
+    common(mt, timeout=20.0, ks="1", new_tokens=argparse.SUPPRESS)  # max_gen_length rules
     mt.add_argument("--problems", type=Path, required=True, help="mtpb.jsonl")
     mt.add_argument("--problem-ids", type=int, nargs="*", help="subset of problem ids")
     mt.set_defaults(func=_run_mtpb)
