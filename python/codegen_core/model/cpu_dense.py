@@ -13,10 +13,10 @@ has a custom VJP (backward through XLA dots), so it is safe under ``jax.grad``.
 Bandwidth: the 26 GB/s above is what one kernel reached, not the machine's ceiling. Decoding
 at batch 1 reads every weight once per token, so its ceiling is the read bandwidth, which
 ``_core.stream_read`` (csrc/linalg/stream.cc) measures as a STREAM-style read of a
-weight-sized buffer; ``benchmarks/bench_generate.py`` reports decode as a fraction of it. On
-the idle dev machine (2026-11-30, 1.2 GB) that read reached about 31 GB/s with one thread and
-up to 61 GB/s with both cores, against about 24 GB/s of weights read by fp32 decode
-(19.5 tok/s x 1.22 GB): decode is not at the ceiling (benchmarks/RESULTS.md).
+weight-sized buffer; ``benchmarks/bench_generate.py`` reports decode as a fraction of it
+(``BENCH_PARTS=read`` prints the read bandwidth alone: 32 GB/s with huge pages, 22-23 with
+4 KiB pages, on the shared dev machine at load 3.9). fp32 decode at batch 1 reads about
+24 GB/s of weights at best (19.5 tok/s x 1.22 GB): below the ceiling (benchmarks/RESULTS.md).
 """
 
 from __future__ import annotations
