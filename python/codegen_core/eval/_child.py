@@ -164,6 +164,26 @@ def rewrite_ast_with_print(code: str) -> str:
         return code
 
 
+def _plain_value(o1: Any, np: Any) -> Any:
+    """The reference's conversions of an output that is not a pandas Series: a list of tuples
+    becomes a list of lists, numpy scalars and arrays become Python values (``np``: the numpy
+    module when it is loaded, else None)."""
+    t = type(o1)
+    if t is list:
+        return [list(x) for x in o1] if len(o1) > 0 and type(o1[0]) is tuple else o1
+    if np is None:
+        return o1
+    if t in (np.uint8, np.int16, np.int32, np.int64):
+        return int(o1)
+    if t in (np.float16, np.float32, np.float64):
+        return float(o1)
+    if t is np.bool_:
+        return bool(o1)
+    if t is np.ndarray:
+        return o1.tolist()
+    return o1
+
+
 def check_equivalence(o1: Any, o2: Any) -> bool:
     """CodeGen's MTPB ``check_equivalence(output, expected)``, rule for rule.
 
@@ -181,17 +201,8 @@ def check_equivalence(o1: Any, o2: Any) -> bool:
             import numpy as np
         o1 = o1.to_numpy()
         o2 = np.array(o2)
-    elif type(o1) is list:
-        if len(o1) > 0 and type(o1[0]) is tuple:
-            o1 = [list(t) for t in o1]
-    elif np is not None and type(o1) in (np.uint8, np.int16, np.int32, np.int64):
-        o1 = int(o1)
-    elif np is not None and type(o1) in (np.float16, np.float32, np.float64):
-        o1 = float(o1)
-    elif np is not None and type(o1) is np.bool_:
-        o1 = bool(o1)
-    elif np is not None and type(o1) is np.ndarray:
-        o1 = o1.tolist()
+    else:
+        o1 = _plain_value(o1, np)
 
     if type(o1) is not type(o2):
         if type(o2) is bool:
@@ -282,17 +293,7 @@ def normalize_output(o1: Any, expected_type: str) -> tuple[str, Any]:
     cls = type(o1)
     if cls.__name__ == "Series" and str(cls.__module__).split(".")[0] == "pandas":
         return "series", o1.to_numpy().tolist()
-    if type(o1) is list:
-        if len(o1) > 0 and type(o1[0]) is tuple:
-            o1 = [list(t) for t in o1]
-    elif np is not None and type(o1) in (np.uint8, np.int16, np.int32, np.int64):
-        o1 = int(o1)
-    elif np is not None and type(o1) in (np.float16, np.float32, np.float64):
-        o1 = float(o1)
-    elif np is not None and type(o1) is np.bool_:
-        o1 = bool(o1)
-    elif np is not None and type(o1) is np.ndarray:
-        o1 = o1.tolist()
+    o1 = _plain_value(o1, np)
     if type(o1).__name__ != expected_type:
         if expected_type == "bool":
             o1 = str(o1)  # the comparison side compares str(o1) with str(expected)
