@@ -20,6 +20,8 @@ from codegen_core.eval.sandbox import (
     run_program,
 )
 
+from .hostile import HOLD, KILL_PARENT, NEED
+
 IS_ROOT = os.geteuid() == 0
 FAST = Limits(timeout=1.0, kill_grace=0.5, memory_bytes=1 << 30, file_size_bytes=1 << 20)
 
@@ -186,16 +188,7 @@ def test_segfault_via_ctypes(pool: SandboxPool) -> None:
 
 
 def test_killing_its_parent_and_group(pool: SandboxPool) -> None:
-    code = (
-        "import os, signal\n"
-        "for pid in (os.getppid(), 1):\n"
-        "    try:\n"
-        "        os.kill(pid, signal.SIGKILL)\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "os.killpg(0, signal.SIGKILL)\n"
-    )
-    r = run(pool, code)
+    r = run(pool, KILL_PARENT)
     assert r.status is Status.CRASHED
     assert run(pool, "pass").passed  # harness and pool alive
 
@@ -350,31 +343,6 @@ def test_refused_namespaces_fall_back(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 # ---- pools side by side, environment, private HOME -----------------------------------------
-
-HOLD = (
-    "import os, time\n"
-    "for _ in range(200):\n"
-    "    try:\n"
-    "        if os.fork() == 0:\n"
-    "            time.sleep(6)\n"
-    "            os._exit(0)\n"
-    "    except OSError:\n"
-    "        break\n"
-    "time.sleep(4)\n"
-)
-NEED = (
-    "import os, time\n"
-    "pids = []\n"
-    "for _ in range(10):\n"
-    "    pid = os.fork()\n"
-    "    if pid == 0:\n"
-    "        time.sleep(0.5)\n"
-    "        os._exit(0)\n"
-    "    pids.append(pid)\n"
-    "for pid in pids:\n"
-    "    os.waitpid(pid, 0)\n"
-)
-
 
 @pytest.mark.skipif(
     not IS_ROOT, reason="uids are switched only as root (see test_eval_unprivileged)"

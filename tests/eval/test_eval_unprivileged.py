@@ -23,6 +23,8 @@ import pytest
 
 from codegen_core.eval.sandbox import _exposures, _needed_python_dirs
 
+from .hostile import HOLD, KILL_PARENT, NEED
+
 IS_ROOT = os.geteuid() == 0
 TEST_UID = 150_017  # no account, outside the pools' uid ranges
 
@@ -93,16 +95,7 @@ with SandboxPool(workers=2, limits=limits) as pool:
         "import os\nopen(os.path.expanduser('~/../../x'), 'w')",
     ]
     out["writes"] = [status(pool.run(Program(c))) for c in writes]
-    kill = (
-        "import os, signal\n"
-        "for pid in (os.getppid(), 1):\n"
-        "    try:\n"
-        "        os.kill(pid, signal.SIGKILL)\n"
-        "    except OSError:\n"
-        "        pass\n"
-        "os.killpg(0, signal.SIGKILL)\n"
-    )
-    out["kill_parent"] = status(pool.run(Program(kill)))
+    out["kill_parent"] = status(pool.run(Program(KILL_PARENT)))
     out["after_kill"] = status(pool.run(Program("pass")))
     forge = (
         "def f(x):\n    return 0\n"
@@ -117,36 +110,11 @@ with SandboxPool(workers=2, limits=limits) as pool:
 
 # Two pools at once: a fork bomb holding every process it can get in one does not starve
 # the other (process limits are per job user namespace, not per uid).
-hold = (
-    "import os, time\n"
-    "for _ in range(200):\n"
-    "    try:\n"
-    "        if os.fork() == 0:\n"
-    "            time.sleep(6)\n"
-    "            os._exit(0)\n"
-    "    except OSError:\n"
-    "        break\n"
-    "print('held')\n"
-    "time.sleep(4)\n"
-)
-need = (
-    "import os, time\n"
-    "pids = []\n"
-    "for _ in range(10):\n"
-    "    pid = os.fork()\n"
-    "    if pid == 0:\n"
-    "        time.sleep(0.5)\n"
-    "        os._exit(0)\n"
-    "    pids.append(pid)\n"
-    "for pid in pids:\n"
-    "    os.waitpid(pid, 0)\n"
-    "print('forked 10')\n"
-)
 small = Limits(timeout=8.0, kill_grace=0.5, memory_bytes=1 << 30, processes=12)
 with SandboxPool(workers=1, limits=small) as a, SandboxPool(workers=1, limits=small) as b:
-    held = a.submit(Program(hold))
+    held = a.submit(Program(HOLD))
     time.sleep(1.5)
-    out["second_pool"] = status(b.run(Program(need)))
+    out["second_pool"] = status(b.run(Program(NEED)))
     out["holder"] = status(held.result())
 print(json.dumps(out))
 """
@@ -201,7 +169,9 @@ def workdir() -> Iterator[Path]:
     if IS_ROOT:
         for path in (canary, canary / "keep.txt"):
             os.chown(path, TEST_UID, TEST_UID)
-    (root / "hostile.py").write_text(HOSTILE)
+    (root / "hostile.py").write_text(
+        f"KILL_PARENT, HOLD, NEED = {KILL_PARENT!r}, {HOLD!r}, {NEED!r}\n" + HOSTILE
+    )
     (root / "launch.py").write_text(LAUNCHER)
     try:
         yield root
