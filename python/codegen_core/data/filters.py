@@ -9,6 +9,7 @@ bytes), not valid UTF-8, unreadable, and files too large to be hand-written code
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -141,3 +142,22 @@ def content_reason_reference(text: str, config: FilterConfig) -> str | None:
     if digits / non_space > config.max_digit_fraction:
         return DIGIT_FRACTION
     return None
+
+
+def document_reason(doc: str | bytes, config: FilterConfig) -> str | None:
+    """The per-document definition behind :func:`content_reasons`: for bytes, the byte-level
+    checks of :func:`decode_source` then :func:`content_reason` on the decoded text; for str,
+    :func:`content_reason` alone."""
+    if isinstance(doc, bytes):
+        text, reason = decode_source(doc, config)
+        if text is None:
+            return reason
+        doc = text
+    return content_reason(doc, config)
+
+
+def content_reasons(texts: Sequence[str | bytes], config: FilterConfig) -> list[str | None]:
+    """The drop reason (or None to keep) of every document of a batch, in order: exactly
+    :func:`document_reason` of each (bytes get the byte-level checks too: too_large, empty,
+    binary, not_utf8; str only the content filters). One call per block of documents."""
+    return [document_reason(t, config) for t in texts]

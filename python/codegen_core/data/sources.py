@@ -118,8 +118,10 @@ def iter_documents(
 
 
 def _iter_jsonl(
-    path: Path, config: FilterConfig
+    path: Path, config: FilterConfig, *, decode: bool = True
 ) -> Iterator[tuple[SourceRef, str | None, str | None]]:
+    """Lines of a JSONL file as (ref, text, reason); with ``decode=False`` the JSON is not
+    parsed and a line to read gives (ref, "", None)."""
     limit = _jsonl_line_limit(config)
     try:
         if not stat.S_ISREG(path.stat().st_mode):
@@ -143,7 +145,7 @@ def _iter_jsonl(
                 offset += len(rest)
                 yield ref, None, filters.TOO_LARGE
             elif raw.strip():
-                yield (ref, *_jsonl_document(raw, config))
+                yield (ref, *_jsonl_document(raw, config)) if decode else (ref, "", None)
 
 
 def read_document(ref: SourceRef, config: FilterConfig) -> str:
@@ -161,3 +163,68 @@ def read_document(ref: SourceRef, config: FilterConfig) -> str:
     if text is None:
         raise ValueError(f"{ref.name}: changed while preparing ({reason})")
     return text
+
+
+def iter_refs(
+    inputs: Sequence[str | Path],
+    config: FilterConfig,
+    exclude_dirs: tuple[str, ...] = DEFAULT_EXCLUDE,
+) -> Iterator[tuple[SourceRef, str | None]]:
+    """The documents of :func:`iter_documents`, in the same order, without reading them:
+    (ref, None) for a document to read with :func:`read_documents`, (ref, reason) for one
+    already dropped while enumerating (wrong extension; a JSONL file that cannot be opened,
+    or a line too large). Whole files are not opened here."""
+    roots = [Path(p) for p in inputs]
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"input {root} does not exist")
+    for root in roots:
+        paths = _walk(root, exclude_dirs) if root.is_dir() else iter([root])
+        for path in paths:
+            if path.name.lower().endswith(JSONL_SUFFIXES):
+                for ref, text, reason in _iter_jsonl(path, config, decode=False):
+                    yield ref, (reason if text is None else None)
+            elif not filters.extension_ok(path.name, config):
+                yield SourceRef(str(path)), filters.EXTENSION
+            else:
+                yield SourceRef(str(path)), None
+
+
+def read_document_checked(ref: SourceRef, config: FilterConfig) -> tuple[str | None, str | None]:
+    """The per-file path for one ref: (text, None) if the document passes every filter
+    (byte-level checks and :func:`filters.content_reason`), else (None, reason).
+
+    A whole-file ref is checked for its extension first (as :func:`iter_documents` does); a
+    whole-file ref to a JSONL file is not a document and gives ``unreadable`` (what
+    :func:`iter_documents` yields for a JSONL file it cannot open)."""
+    if ref.line < 0:
+        path = Path(ref.path)
+        if path.name.lower().endswith(JSONL_SUFFIXES):
+            return None, filters.UNREADABLE
+        if not filters.extension_ok(path.name, config):
+            return None, filters.EXTENSION
+        text, reason = _read_file(path, config)
+    else:
+        try:
+            with Path(ref.path).open("rb") as f:
+                f.seek(ref.offset)
+                raw = f.readline(_jsonl_line_limit(config) + 1)
+        except OSError:
+            return None, filters.UNREADABLE
+        if len(raw) > _jsonl_line_limit(config) and not raw.endswith(b"\n"):
+            return None, filters.TOO_LARGE
+        if not raw.strip():
+            return None, filters.EMPTY
+        text, reason = _jsonl_document(raw, config)
+    if text is None:
+        return None, reason
+    reason = filters.content_reason(text, config)
+    return (text, None) if reason is None else (None, reason)
+
+
+def read_documents(
+    refs: Sequence[SourceRef], config: FilterConfig
+) -> list[tuple[str | None, str | None]]:
+    """(text, None) or (None, drop reason) for every ref, in order: exactly
+    :func:`read_document_checked` of each. One call per block of refs."""
+    return [read_document_checked(ref, config) for ref in refs]
