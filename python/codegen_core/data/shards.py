@@ -57,8 +57,7 @@ class ShardWriter:
         if stale or (self.out_dir / MANIFEST).exists():
             raise ValueError(f"{self.out_dir} already holds shards; use an empty directory")
         self.seq_len = seq_len
-        self.token_dtype = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
-        self.aux_dtype = np.dtype(np.uint16 if seq_len <= 1 << 16 else np.uint32)
+        self.token_dtype, self.aux_dtype = shard_dtypes(vocab_size, seq_len)
         self.sequences_per_shard = sequences_per_shard
         self._buffer: list[PackedSequence] = []
         self._shards: list[dict[str, Any]] = []
@@ -75,32 +74,75 @@ class ShardWriter:
     def _flush(self) -> None:
         if not self._buffer:
             return
-        name = f"shard-{len(self._shards):05d}"
-        files = {}
-        for field in FIELDS:
-            dtype = self.token_dtype if field == "tokens" else self.aux_dtype
-            arr = np.stack([getattr(s, field) for s in self._buffer]).astype(dtype)
-            path = self.out_dir / f"{name}.{field}.npy"
-            np.save(path, arr)
-            files[field] = {"file": path.name, "sha256": _sha256(path)}
-        self._shards.append({"name": name, "num_sequences": len(self._buffer), "files": files})
+        entry = write_shard(
+            self.out_dir, len(self._shards), self._buffer, self.token_dtype, self.aux_dtype
+        )
+        self._shards.append(entry)
         self.num_sequences += len(self._buffer)
         self._buffer = []
 
     def close(self, metadata: Mapping[str, Any]) -> dict[str, Any]:
         """Write the last shard and the manifest (``metadata`` goes in as given)."""
         self._flush()
-        manifest = {
-            "format": FORMAT,
-            "seq_len": self.seq_len,
-            "token_dtype": self.token_dtype.name,
-            "num_sequences": self.num_sequences,
-            "shards": self._shards,
-            **metadata,
-        }
-        text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
-        (self.out_dir / MANIFEST).write_text(text, encoding="utf-8")
-        return manifest
+        return write_manifest(
+            self.out_dir,
+            seq_len=self.seq_len,
+            token_dtype=self.token_dtype,
+            shards=self._shards,
+            metadata=metadata,
+        )
+
+
+def shard_dtypes(vocab_size: int, seq_len: int) -> tuple[np.dtype, np.dtype]:
+    """(token dtype, segment/position dtype): uint16 where the values fit, else uint32."""
+    token = np.dtype(np.uint16 if vocab_size <= 1 << 16 else np.uint32)
+    aux = np.dtype(np.uint16 if seq_len <= 1 << 16 else np.uint32)
+    return token, aux
+
+
+def write_shard(
+    out_dir: Path,
+    index: int,
+    sequences: list[PackedSequence],
+    token_dtype: np.dtype,
+    aux_dtype: np.dtype,
+) -> dict[str, Any]:
+    """Write shard number ``index`` (its three ``.npy`` files); return its manifest entry.
+
+    The bytes depend only on (index, sequences, dtypes), so shards written by independent
+    workers (``codegen_core.data.ray_engine``) equal the ones :class:`ShardWriter` writes.
+    """
+    name = f"shard-{index:05d}"
+    files = {}
+    for field in FIELDS:
+        dtype = token_dtype if field == "tokens" else aux_dtype
+        arr = np.stack([getattr(s, field) for s in sequences]).astype(dtype)
+        path = out_dir / f"{name}.{field}.npy"
+        np.save(path, arr)
+        files[field] = {"file": path.name, "sha256": _sha256(path)}
+    return {"name": name, "num_sequences": len(sequences), "files": files}
+
+
+def write_manifest(
+    out_dir: Path,
+    *,
+    seq_len: int,
+    token_dtype: np.dtype,
+    shards: list[dict[str, Any]],
+    metadata: Mapping[str, Any],
+) -> dict[str, Any]:
+    """Write ``manifest.json`` for the given shard entries (in order); return the manifest."""
+    manifest = {
+        "format": FORMAT,
+        "seq_len": seq_len,
+        "token_dtype": token_dtype.name,
+        "num_sequences": sum(int(s["num_sequences"]) for s in shards),
+        "shards": shards,
+        **metadata,
+    }
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    (out_dir / MANIFEST).write_text(text, encoding="utf-8")
+    return manifest
 
 
 class ShardReader:
