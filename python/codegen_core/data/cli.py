@@ -12,12 +12,16 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from codegen_core.data import sources
 from codegen_core.data.filters import FilterConfig
 from codegen_core.data.minhash import MinHashConfig
 from codegen_core.data.pack import PackConfig
 from codegen_core.data.prepare import PrepareConfig, dedup_report, prepare, scan
+
+if TYPE_CHECKING:
+    from codegen_core.data.ray_engine import RayOptions, RayResult
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -67,14 +71,32 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-near-dedup", action="store_true", help="exact dedup only")
     p.add_argument("--threads", type=int, default=0, help="0: all cores")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--engine",
+        choices=("local", "ray"),
+        default="local",
+        help="local: this process; ray: Ray tasks (pip install '.[ray]'), same output",
+    )
+    p.add_argument(
+        "--address",
+        default=None,
+        help="--engine ray: the cluster to join ('auto', HOST:PORT); none starts a local Ray",
+    )
+    p.add_argument(
+        "--num-workers",
+        type=int,
+        default=0,
+        help="--engine ray: CPUs of the local Ray (or partitions on a cluster); 0: all",
+    )
 
 
 def _check_numbers(args: argparse.Namespace) -> None:
     for name, low in (("threads", 0), ("num_perm", 1), ("ngram", 1), ("max_file_bytes", 1),
-                      ("seq_len", 2), ("min_tail", 0), ("sequences_per_shard", 1)):  # fmt: skip
+                      ("seq_len", 2), ("min_tail", 0), ("sequences_per_shard", 1),
+                      ("num_workers", 0)):  # fmt: skip
         value = getattr(args, name, None)
         if value is not None and value < low:
-            what = "0 (all cores) or more" if name == "threads" else f">= {low}"
+            what = "0 (all cores) or more" if name in ("threads", "num_workers") else f">= {low}"
             raise ValueError(f"--{name.replace('_', '-')} must be {what}, got {value}")
     if not 0.0 < args.threshold <= 1.0:
         raise ValueError(
@@ -168,22 +190,61 @@ def _summary(report: dict, seconds: float) -> str:
     return "\n".join(lines)
 
 
+def _ray_options(args: argparse.Namespace) -> RayOptions:
+    try:
+        from codegen_core.data.ray_engine import RayOptions  # noqa: PLC0415 (optional extra)
+    except ImportError as e:
+        raise ValueError(f"--engine ray needs the ray extra (pip install '.[ray]'): {e}") from None
+    return RayOptions(address=args.address, num_workers=args.num_workers)
+
+
+def _stage_lines(result: RayResult) -> str:
+    rounds = result.timings.get("components_rounds")
+    lines = [f"ray workers           {result.workers}"]
+    lines += [
+        f"  {name:<20}{seconds:.1f} s"
+        for name, seconds in result.timings.items()
+        if name != "components_rounds"
+    ]
+    if rounds is not None:
+        lines.append(f"  components rounds   {int(rounds)}")
+    return "\n".join(lines)
+
+
 def _run_prepare(args: argparse.Namespace) -> int:
+    result = None
     try:
         inputs, config = _config(args)
         start = time.perf_counter()
-        report = prepare(
-            inputs, args.out, config, overwrite=args.overwrite, progress=not args.no_progress
-        )
+        if args.engine == "ray":
+            from codegen_core.data import ray_engine  # noqa: PLC0415 (optional extra)
+
+            result = ray_engine.prepare(
+                inputs,
+                args.out,
+                config,
+                _ray_options(args),
+                overwrite=args.overwrite,
+                progress=not args.no_progress,
+            )
+            report = result.report
+        else:
+            report = prepare(
+                inputs, args.out, config, overwrite=args.overwrite, progress=not args.no_progress
+            )
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(_summary(report, time.perf_counter() - start))
+    if result is not None:
+        print(_stage_lines(result))
     print(f"wrote {args.out}/manifest.json and {args.out}/report.json")
     return _nothing_kept(report, args)
 
 
 def _run_dedup(args: argparse.Namespace) -> int:
+    if args.engine == "ray":
+        return _run_dedup_ray(args)
     try:
         inputs, config = _config(args)
         start = time.perf_counter()
@@ -211,6 +272,28 @@ def _run_dedup(args: argparse.Namespace) -> int:
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
     print(_summary(report, time.perf_counter() - start))
     print(f"wrote {out}/kept.txt, {out}/removed.txt and {out}/report.json")
+    return _nothing_kept(report, args)
+
+
+def _run_dedup_ray(args: argparse.Namespace) -> int:
+    """``data dedup --engine ray``: the same files as :func:`_run_dedup`."""
+    try:
+        inputs, config = _config(args)
+        options = _ray_options(args)
+        from codegen_core.data import ray_engine  # noqa: PLC0415 (optional extra)
+
+        start = time.perf_counter()
+        result = ray_engine.dedup(inputs, args.out, config, options, progress=not args.no_progress)
+    except (ValueError, OSError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    report = result.report
+    if report["filters"]["seen"] == 0:
+        print(f"error: no documents read from {_names(args)}; nothing to do", file=sys.stderr)
+        return 2
+    print(_summary(report, time.perf_counter() - start))
+    print(_stage_lines(result))
+    print(f"wrote {args.out}/kept.txt, {args.out}/removed.txt and {args.out}/report.json")
     return _nothing_kept(report, args)
 
 

@@ -173,15 +173,67 @@ def dedup_report(scan_result: ScanResult, config: PrepareConfig) -> dict[str, An
     }
 
 
-def _prepare_out_dir(out_dir: Path, overwrite: bool) -> None:
+def check_out_dir(out_dir: Path, overwrite: bool, *, delete: bool = True) -> None:
+    """Refuse an ``out_dir`` that already holds prepared data unless ``overwrite``; with
+    ``overwrite`` and ``delete``, remove that data (shards, manifest, report)."""
     owned = [*out_dir.glob("shard-*.npy"), out_dir / MANIFEST, out_dir / REPORT]
     existing = [p for p in owned if p.exists()]
     if existing and not overwrite:
         raise ValueError(
             f"{out_dir} already holds prepared data; pass overwrite=True (--overwrite)"
         )
-    for p in existing:
-        p.unlink()
+    if delete:
+        for p in existing:
+            p.unlink()
+
+
+def tokens_report(
+    *,
+    documents: int,
+    tokens_in: int,
+    tokens_written: int,
+    tokens_dropped: int,
+    tails_dropped: int,
+    sequences: int,
+    padding: int,
+) -> dict[str, int]:
+    """The report's ``tokens`` section (both engines)."""
+    return {
+        "documents": documents,
+        "tokens_in": tokens_in,
+        "tokens_written": tokens_written,
+        "tokens_dropped_short_tails": tokens_dropped,
+        "tails_dropped": tails_dropped,
+        "sequences": sequences,
+        "padding_tokens": padding,
+    }
+
+
+def manifest_metadata(
+    config: PrepareConfig,
+    tok: TokenizerLike,
+    *,
+    documents_seen: int,
+    documents_packed: int,
+    tokens_written: int,
+    sequences: int,
+) -> dict[str, Any]:
+    """What the manifest records beside the shards (both engines)."""
+    return {
+        "tokenizer": {
+            "name": config.tokenizer,
+            "vocab_size": tok.vocab_size,
+            "eos_token_id": tok.eos_token_id,
+        },
+        "language": config.language,
+        "config": _jsonable(dataclasses.asdict(config)),
+        "counts": {
+            "documents_seen": documents_seen,
+            "documents_packed": documents_packed,
+            "tokens_written": tokens_written,
+            "sequences": sequences,
+        },
+    }
 
 
 def prepare(
@@ -198,7 +250,7 @@ def prepare(
     config = config if config is not None else PrepareConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    _prepare_out_dir(out, overwrite)
+    check_out_dir(out, overwrite)
     tok = tokenizer if tokenizer is not None else load_tokenizer(config.tokenizer)
     if tok.eos_token_id != config.pack.eos_id:
         raise ValueError(f"tokenizer EOS {tok.eos_token_id} != pack eos_id {config.pack.eos_id}")
@@ -223,31 +275,24 @@ def prepare(
     bar.close()
     writer.add(packer.finish())
     stats = packer.stats
-    report["tokens"] = {
-        "documents": stats.documents,
-        "tokens_in": stats.tokens_in,
-        "tokens_written": stats.tokens_written,
-        "tokens_dropped_short_tails": stats.tokens_dropped,
-        "tails_dropped": stats.tails_dropped,
-        "sequences": stats.sequences,
-        "padding_tokens": stats.padding,
-    }
+    report["tokens"] = tokens_report(
+        documents=stats.documents,
+        tokens_in=stats.tokens_in,
+        tokens_written=stats.tokens_written,
+        tokens_dropped=stats.tokens_dropped,
+        tails_dropped=stats.tails_dropped,
+        sequences=stats.sequences,
+        padding=stats.padding,
+    )
     manifest = writer.close(
-        {
-            "tokenizer": {
-                "name": config.tokenizer,
-                "vocab_size": tok.vocab_size,
-                "eos_token_id": tok.eos_token_id,
-            },
-            "language": config.language,
-            "config": _jsonable(dataclasses.asdict(config)),
-            "counts": {
-                "documents_seen": scanned.filter_stats.seen,
-                "documents_packed": stats.documents,
-                "tokens_written": stats.tokens_written,
-                "sequences": stats.sequences,
-            },
-        }
+        manifest_metadata(
+            config,
+            tok,
+            documents_seen=scanned.filter_stats.seen,
+            documents_packed=stats.documents,
+            tokens_written=stats.tokens_written,
+            sequences=stats.sequences,
+        )
     )
     report["output"] = {
         "num_sequences": manifest["num_sequences"],

@@ -1,0 +1,963 @@
+"""``--engine ray``: the ``data prepare`` / ``data dedup`` pipeline as Ray tasks, with output
+byte-identical to the local path (:mod:`codegen_core.data.prepare`).
+
+Every stage is a set of Ray core tasks over *blocks* (consecutive runs of input files) or
+over *partitions* (hash buckets of a shuffle); a task calls the same functions as the local
+path (``sources.read_documents``, ``content_hash``, ``minhash_signatures``, ``band_keys``,
+``candidate_pairs``, ``exact_jaccard``, ``cluster_roots``, the tokenizer, :class:`Packer`,
+:func:`write_shard`) on one block or partition with one native thread (one CPU per task)::
+
+    scan       block  -> read + filter + content hash + MinHash + band keys
+    exact      shuffle by content hash: per hash, the first document in input order is kept
+    lsh        shuffle by (band, key): per bucket, candidate pairs (``candidate_pairs``,
+               the local rule: all pairs, or star + chain past ``max_bucket``)
+    verify     shuffle by pair: exact Jaccard of each pair (documents re-read from disk),
+               then union-find over the partition's duplicate edges
+    components min-label propagation over the star edges, partitioned by node, until stable
+    finalize   block  -> kept documents, removed lists, tokens (``data prepare``)
+    pack       the driver simulates packing over per-block *lengths* only, which fixes
+               where every shard starts; then one task per shard packs and writes it
+
+Why the output is identical: a document's id is its position in the input order
+(``file index << 32 | JSONL line``), a monotone relabelling of the local path's ids, so
+"first in input order" (exact dedup) and "smallest id" (the cluster root) pick the same
+document, LSH buckets order their members the same way, and the candidate pairs, their
+similarities and the clusters are the same sets. Packing depends on order, so the driver
+replays the packer over document lengths block by block (holding one block of lengths at a
+time) and each shard writer starts at an exact (document, offset) with an empty sequence.
+
+Memory: the driver holds the input *paths* (not their contents), per-block counts, the
+shard plan and the manifest. No task holds more than one block of texts or one partition of
+hashes, band keys, pairs or edges. Outputs are written to a temporary directory inside
+``--out`` and moved into place at the end (the manifest last).
+
+Fault tolerance: tasks are retried by Ray (``max_retries``) when a worker dies; every task is
+a pure function of its inputs, so a retried task produces the same objects. For tests,
+``CODEGEN_CORE_RAY_FAULT_DIR`` (unset in normal use) names a directory: a file
+``minhash-<block>`` there makes the scan task of that block kill its worker once, in the
+MinHash stage.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import os
+import shutil
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import ray
+from tqdm import tqdm
+
+from codegen_core._core import (
+    band_keys,
+    candidate_pairs,
+    cluster_roots,
+    exact_jaccard,
+    signature_similarity,
+)
+from codegen_core.data import sources
+from codegen_core.data.exact import content_hash
+from codegen_core.data.filters import FilterStats
+from codegen_core.data.lsh import NearDuplicateIndex
+from codegen_core.data.minhash import minhash_signatures
+from codegen_core.data.pack import PackConfig, PackedSequence, Packer
+from codegen_core.data.prepare import (
+    MAX_EXAMPLES,
+    REPORT,
+    PrepareConfig,
+    TokenizerLike,
+    _read_checked,
+    check_out_dir,
+    load_tokenizer,
+    manifest_metadata,
+    tokens_report,
+)
+from codegen_core.data.shards import MANIFEST, shard_dtypes, write_manifest, write_shard
+
+FAULT_ENV = "CODEGEN_CORE_RAY_FAULT_DIR"
+MAX_RETRIES = 3
+_LINE_BITS = 32  # id = file index << 32 | JSONL line number (0 for a whole file)
+_MIX = np.uint64(0x9E3779B97F4A7C15)
+
+
+@dataclass(frozen=True)
+class RayOptions:
+    """Where and how wide the Ray engine runs."""
+
+    address: str | None = None  # None: start a local Ray instance; else join this cluster
+    num_workers: int = 0  # local instance: its CPUs (0: all); cluster: partitions (0: its CPUs)
+    files_per_block: int = 0  # 0: about 4 blocks per worker, at most batch_documents files
+
+    def __post_init__(self) -> None:
+        if self.num_workers < 0:
+            raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.files_per_block < 0:
+            raise ValueError(f"files_per_block must be >= 0, got {self.files_per_block}")
+
+
+@dataclass
+class RayResult:
+    report: dict[str, Any]
+    timings: dict[str, float] = field(default_factory=dict)  # stage -> wall seconds
+    workers: int = 0
+
+
+@contextlib.contextmanager
+def ray_session(options: RayOptions) -> Iterator[int]:
+    """Start (or join) Ray for one run; yields the number of workers to plan for. A Ray
+    already initialised in this process (a test fixture, a notebook) is used as it is."""
+    started = False
+    if not ray.is_initialized():
+        if options.address:
+            ray.init(address=options.address, logging_level="WARNING")
+        else:
+            ray.init(
+                num_cpus=options.num_workers or os.cpu_count() or 1,
+                include_dashboard=False,
+                logging_level="WARNING",
+            )
+        started = True
+    try:
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        yield max(1, options.num_workers or cpus)
+    finally:
+        if started:
+            ray.shutdown()
+
+
+# ---- small helpers -----------------------------------------------------------------------
+
+
+def _part(values: np.ndarray, parts: int) -> np.ndarray:
+    """Partition of each uint64-like value (multiplicative hash, high bits)."""
+    mixed = (values.astype(np.uint64) * _MIX) >> np.uint64(33)
+    return (mixed % np.uint64(parts)).astype(np.int64)
+
+
+def _block_of(ids: np.ndarray, starts: np.ndarray) -> np.ndarray:
+    """Block of each document id (``starts``: first file index of every block)."""
+    return np.searchsorted(starts, ids >> _LINE_BITS, side="right") - 1
+
+
+def _cat(arrays: Sequence[np.ndarray], dtype: Any, width: int = 0) -> np.ndarray:
+    arrays = [a for a in arrays if a.size]
+    if arrays:
+        return np.concatenate(arrays)
+    return np.zeros((0, width) if width else (0,), dtype=dtype)
+
+
+def _ret(outs: list[Any]) -> Any:
+    """Ray returns one object as itself and several as a sequence."""
+    return outs[0] if len(outs) == 1 else tuple(outs)
+
+
+def _refs(result: Any) -> list[Any]:
+    return list(result) if isinstance(result, list | tuple) else [result]
+
+
+def _fault_point(stage: str, block: int) -> None:
+    """Test hook: kill this worker once if ``$CODEGEN_CORE_RAY_FAULT_DIR/<stage>-<block>``
+    exists (the fired marker makes the retry succeed)."""
+    directory = os.environ.get(FAULT_ENV)
+    if not directory or not (Path(directory) / f"{stage}-{block}").exists():
+        return
+    try:
+        fd = os.open(Path(directory) / f"{stage}-{block}.fired", os.O_CREAT | os.O_EXCL)
+    except FileExistsError:
+        return
+    os.close(fd)
+    os._exit(1)
+
+
+@dataclass(frozen=True)
+class _Table:
+    """The documents of one block that passed the filters: id, where, content hash."""
+
+    ids: np.ndarray  # int64 [n], ascending
+    refs: list[sources.SourceRef]
+    digests: np.ndarray  # uint8 [n, 16]
+    signatures: np.ndarray | None  # uint32 [n, num_perm], only for verify="signature"
+
+
+def _lookup(
+    ids: np.ndarray, tables: list[Any], starts: np.ndarray
+) -> tuple[list[sources.SourceRef], np.ndarray, list[np.ndarray]]:
+    """Refs, digests and signature rows of the given ascending ids, fetched block by block."""
+    blocks = _block_of(ids, starts)
+    refs: list[sources.SourceRef] = []
+    digests: list[np.ndarray] = []
+    sigs: list[np.ndarray] = []
+    for b in np.unique(blocks):
+        table: _Table = ray.get(tables[int(b)])
+        want = ids[blocks == b]
+        pos = np.searchsorted(table.ids, want)
+        found = table.ids[np.minimum(pos, table.ids.size - 1)] if table.ids.size else want + 1
+        if np.any(found != want):
+            raise RuntimeError(f"document ids missing from block {int(b)}")
+        refs += [table.refs[int(i)] for i in pos]
+        digests.append(table.digests[pos])
+        if table.signatures is not None:
+            sigs.append(table.signatures[pos])
+    return refs, _cat(digests, np.uint8, 16), sigs
+
+
+def _texts(refs: list[sources.SourceRef], digests: np.ndarray, config: PrepareConfig) -> list[str]:
+    return [
+        _read_checked(r, d.tobytes(), config.filters) for r, d in zip(refs, digests, strict=True)
+    ]
+
+
+_TOKENIZERS: dict[str, TokenizerLike] = {}
+
+
+def _tokenizer(name: str) -> TokenizerLike:
+    if name not in _TOKENIZERS:
+        _TOKENIZERS[name] = load_tokenizer(name)
+    return _TOKENIZERS[name]
+
+
+# ---- stage tasks -------------------------------------------------------------------------
+
+
+def _block_refs(
+    files: list[tuple[int, str]], config: PrepareConfig
+) -> Iterator[tuple[int, sources.SourceRef, str | None]]:
+    for index, name in files:
+        path = Path(name)
+        if path.exists():
+            listed = sources.iter_refs([path], config.filters, ())
+        else:  # dangling symlink (or gone): read_documents says why, as the local path does
+            listed = iter([(sources.SourceRef(name), None)])
+        for ref, reason in listed:
+            yield (index << _LINE_BITS) | max(ref.line, 0), ref, reason
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _scan_block(block: int, files: list[tuple[int, str]], config: PrepareConfig, parts: int) -> Any:
+    """Read, filter and hash one block; MinHash and band keys of the documents kept.
+    Returns (meta, table, band keys, ``parts`` exact-dedup partitions)."""
+    listed = list(_block_refs(files, config))
+    to_read = [ref for _, ref, reason in listed if reason is None]
+    read = iter(sources.read_documents(to_read, config.filters))
+    stats = FilterStats()
+    ids: list[int] = []
+    refs: list[sources.SourceRef] = []
+    texts: list[str] = []
+    bytes_in = 0
+    for doc_id, ref, listed_reason in listed:
+        text, reason = next(read) if listed_reason is None else (None, listed_reason)
+        stats.record(ref.name, reason)
+        if text is None or reason is not None:
+            continue
+        bytes_in += len(text.encode("utf-8"))
+        ids.append(doc_id)
+        refs.append(ref)
+        texts.append(text)
+    id_arr = np.asarray(ids, dtype=np.int64)
+    digests = np.frombuffer(b"".join(content_hash(t) for t in texts), dtype=np.uint8)
+    digests = digests.reshape(len(texts), 16)
+    keys = None
+    sigs_kept = None
+    if config.near_dedup:
+        _fault_point("minhash", block)
+        mh = dataclasses.replace(config.minhash, num_threads=1)
+        bands, rows = mh.lsh_params()
+        sigs, counts = minhash_signatures(texts, mh)
+        keys = (band_keys(np.ascontiguousarray(sigs, dtype=np.uint32), bands, rows, 1), counts == 0)
+        if mh.verify == "signature":
+            sigs_kept = np.asarray(sigs, dtype=np.uint32)
+    table = _Table(id_arr, refs, digests, sigs_kept)
+    part = _part(digests[:, :8].copy().view(np.uint64).ravel(), parts) if texts else id_arr
+    outs: list[Any] = [(stats, bytes_in, len(texts)), table, keys]
+    for p in range(parts):
+        sel = np.flatnonzero(part == p)
+        outs.append((digests[sel], id_arr[sel], [refs[int(i)].name for i in sel]))
+    return tuple(outs)
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _exact_reduce(starts: np.ndarray, *parts: Any) -> Any:
+    """One hash partition: per content hash, keep the first id; return the removed ones
+    (id, name, kept name) split by block."""
+    digests = _cat([p[0] for p in parts], np.uint8, 16)
+    ids = _cat([p[1] for p in parts], np.int64)
+    names = [n for p in parts for n in p[2]]
+    words = np.ascontiguousarray(digests).view(np.uint64).reshape(-1, 2)
+    order = np.lexsort((ids, words[:, 1], words[:, 0]))
+    w = words[order]
+    first = np.ones(order.size, dtype=bool)
+    first[1:] = np.any(w[1:] != w[:-1], axis=1)
+    group_start = np.maximum.accumulate(np.where(first, np.arange(order.size), 0))
+    removed = np.flatnonzero(~first)
+    rem_ids = ids[order[removed]]
+    rem_names = [names[int(order[i])] for i in removed]
+    kept_names = [names[int(order[group_start[i]])] for i in removed]
+    blocks = _block_of(rem_ids, starts)
+    outs = []
+    for b in range(starts.size):
+        sel = np.flatnonzero(blocks == b)
+        outs.append((rem_ids[sel], [rem_names[i] for i in sel], [kept_names[i] for i in sel]))
+    return _ret(outs)
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _lsh_map(table: _Table, keys: Any, parts: int, *removed_parts: Any) -> Any:
+    """One block after exact dedup: its survivors, and its band keys split by bucket."""
+    rem_ids = _cat([p[0] for p in removed_parts], np.int64)
+    rem_names = [n for p in removed_parts for n in p[1]]
+    kept_names = [n for p in removed_parts for n in p[2]]
+    order = np.argsort(rem_ids, kind="stable")
+    exact = [(rem_names[i], kept_names[i]) for i in order]
+    survive = ~np.isin(table.ids, rem_ids)
+    outs: list[Any] = [(table.ids[survive], exact)]
+    if keys is not None and parts:
+        band_key, empty = keys
+        sel = survive & ~empty
+        k = band_key[sel]  # [m, bands]
+        bands = k.shape[1]
+        flat_keys = k.ravel()
+        flat_bands = np.tile(np.arange(bands, dtype=np.int32), k.shape[0])
+        flat_ids = np.repeat(table.ids[sel], bands)
+        part = _part(flat_keys, parts)
+        for p in range(parts):
+            s = part == p
+            outs.append((flat_bands[s], flat_keys[s], flat_ids[s]))
+    return _ret(outs)
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _lsh_reduce(max_bucket: int, parts: int, *buckets: Any) -> Any:
+    """One bucket partition: candidate pairs of every (band, key) bucket, by the local rule,
+    split by pair for verification."""
+    bands = _cat([b[0] for b in buckets], np.int32)
+    keys = _cat([b[1] for b in buckets], np.uint64)
+    ids = _cat([b[2] for b in buckets], np.int64)
+    found = []
+    for band in np.unique(bands):
+        sel = bands == band
+        band_ids, band_keys_ = ids[sel], keys[sel]
+        if band_ids.size < 2:
+            continue
+        order = np.argsort(band_ids)  # local index order == input order
+        band_ids = band_ids[order]
+        local = candidate_pairs(
+            np.ascontiguousarray(band_keys_[order].reshape(-1, 1)), None, max_bucket, 1
+        )
+        found.append(band_ids[local.astype(np.int64)])
+    pairs = _cat(found, np.int64, 2)
+    if pairs.size:
+        pairs = np.unique(pairs, axis=0)
+    part = _part(pairs[:, 0] * np.int64(1_000_003) + pairs[:, 1], parts)
+    return _ret([pairs[part == p] for p in range(parts)])
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _verify(
+    config: PrepareConfig, tables: list[Any], starts: np.ndarray, parts: int, *pair_parts: Any
+) -> Any:
+    """One pair partition: verify candidates (as ``NearDuplicateIndex``), union-find the
+    duplicate edges, and send the resulting star edges (both ways) to their node partition."""
+    pairs = _cat(list(pair_parts), np.int64, 2)
+    if pairs.size:
+        pairs = np.unique(pairs, axis=0)
+    mh = config.minhash
+    if mh.verify == "none":
+        duplicate = np.ones(pairs.shape[0], dtype=bool)
+    else:
+        similarity = np.empty(pairs.shape[0], dtype=np.float64)
+        step = NearDuplicateIndex.VERIFY_CHUNK
+        for start in range(0, pairs.shape[0], step):
+            chunk = pairs[start : start + step]
+            involved = np.unique(chunk)
+            local = np.searchsorted(involved, chunk).astype(np.uint32)
+            refs, digests, sigs = _lookup(involved, tables, starts)
+            if mh.verify == "signature":
+                sim = signature_similarity(np.concatenate(sigs), local, 1)
+            else:
+                sim = exact_jaccard(_texts(refs, digests, config), local, mh.ngram, 1)
+            similarity[start : start + chunk.shape[0]] = sim
+        duplicate = similarity >= mh.threshold
+    edges = pairs[duplicate]
+    nodes = np.unique(edges)
+    local_edges = np.searchsorted(nodes, edges).astype(np.uint32)
+    roots = nodes[
+        cluster_roots(nodes.size, np.ascontiguousarray(local_edges), None).astype(np.int64)
+    ]
+    star = np.flatnonzero(roots != nodes)
+    src = np.concatenate([nodes[star], roots[star]])
+    dst = np.concatenate([roots[star], nodes[star]])
+    part = _part(src, parts)
+    outs: list[Any] = [(int(pairs.shape[0]), int(np.count_nonzero(duplicate)))]
+    outs += [(src[part == p], dst[part == p]) for p in range(parts)]
+    return tuple(outs)
+
+
+def _messages(
+    src: np.ndarray, dst: np.ndarray, label_of_src: np.ndarray, parts: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(node, proposed label) for every edge whose label can lower its target, split by part."""
+    useful = label_of_src < dst  # a label never exceeds its node, so others cannot help
+    to, lab = dst[useful], label_of_src[useful]
+    part = _part(to, parts)
+    return [(to[part == p], lab[part == p]) for p in range(parts)]
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _cc_init(parts: int, *edge_parts: Any) -> Any:
+    """One node partition: its adjacency, labels = min(node, neighbours), first messages."""
+    src = _cat([e[0] for e in edge_parts], np.int64)
+    dst = _cat([e[1] for e in edge_parts], np.int64)
+    if src.size:
+        both = np.unique(np.stack([src, dst], axis=1), axis=0)  # sorted by src
+        src, dst = both[:, 0].copy(), both[:, 1].copy()
+    nodes, first = np.unique(src, return_index=True)
+    labels = np.minimum(nodes, np.minimum.reduceat(dst, first)) if src.size else nodes
+    where = np.searchsorted(nodes, src)
+    msgs = _messages(src, dst, labels[where], parts)
+    sent = sum(m[0].size for m in msgs)
+    return (sent, (nodes, labels, src, dst, where), *msgs)
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _cc_round(parts: int, state: Any, *inbox: Any) -> Any:
+    """One round of min-label propagation for one node partition."""
+    nodes, labels, src, dst, where = state
+    to = _cat([m[0] for m in inbox], np.int64)
+    lab = _cat([m[1] for m in inbox], np.int64)
+    labels = labels.copy()
+    pos = np.searchsorted(nodes, to)
+    before = labels.copy()
+    np.minimum.at(labels, pos, lab)
+    changed = labels < before
+    active = changed[where]
+    msgs = _messages(src[active], dst[active], labels[where[active]], parts)
+    sent = sum(m[0].size for m in msgs)
+    return (sent, (nodes, labels, src, dst, where), *msgs)
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _cc_finish(starts: np.ndarray, parts: int, state: Any) -> Any:
+    """Removed documents (node, root): by block for finalize, by root for cluster stats."""
+    nodes, labels, _, _, _ = state
+    removed = labels != nodes
+    node, root = nodes[removed], labels[removed]
+    blocks = _block_of(node, starts)
+    outs = [(node[blocks == b], root[blocks == b]) for b in range(starts.size)]
+    part = _part(root, parts)
+    outs += [(root[part == p], node[part == p]) for p in range(parts)]
+    return _ret(outs)
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _cluster_stats(*parts: Any) -> tuple[int, int, list[tuple[int, int, list[int]]]]:
+    """One root partition: number of clusters and removed documents, and its largest
+    clusters as (size, root, first removed members)."""
+    root = _cat([p[0] for p in parts], np.int64)
+    node = _cat([p[1] for p in parts], np.int64)
+    order = np.lexsort((node, root))
+    root, node = root[order], node[order]
+    roots, first, counts = np.unique(root, return_index=True, return_counts=True)
+    top = np.lexsort((roots, -counts))[:MAX_EXAMPLES]
+    examples = [
+        (int(counts[i]) + 1, int(roots[i]), node[first[i] : first[i] + min(5, counts[i])].tolist())
+        for i in top
+    ]
+    return int(roots.size), int(node.size), examples
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _names(ids: np.ndarray, tables: list[Any], starts: np.ndarray) -> list[str]:
+    refs, _, _ = _lookup(ids, tables, starts)
+    return [r.name for r in refs]
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _finalize(  # noqa: PLR0917 (Ray passes task arguments by position)
+    config: PrepareConfig,
+    tokenize: bool,
+    table: _Table,
+    survivors: Any,
+    tables: list[Any],
+    starts: np.ndarray,
+    *near_parts: Any,
+) -> Any:
+    """One block: kept documents, the removed lists, and (prepare) the kept documents'
+    tokens. Returns (info, lengths int64 [kept], tokens int32 [sum of lengths])."""
+    ids, exact = survivors
+    node = _cat([p[0] for p in near_parts], np.int64)
+    root = _cat([p[1] for p in near_parts], np.int64)
+    order = np.argsort(node)
+    node, root = node[order], root[order]
+    pos = np.searchsorted(table.ids, ids)
+    kept = pos[~np.isin(ids, node)]
+    near_lines = []
+    if node.size:
+        node_names = [table.refs[int(i)].name for i in np.searchsorted(table.ids, node)]
+        uniq, inverse = np.unique(root, return_inverse=True)
+        root_refs, _, _ = _lookup(uniq, tables, starts)
+        near_lines = [
+            f"{n}\tnear\t{root_refs[int(i)].name}" for n, i in zip(node_names, inverse, strict=True)
+        ]
+    info = {
+        "kept": [table.refs[int(i)].name for i in kept],
+        "exact": [f"{r}\texact\t{k}" for r, k in exact],
+        "exact_pairs": exact[:MAX_EXAMPLES],
+        "near": near_lines,
+    }
+    lengths = np.zeros(0, dtype=np.int64)
+    tokens = np.zeros(0, dtype=np.int32)
+    if tokenize:
+        tok = _tokenizer(config.tokenizer)
+        lens: list[np.ndarray] = []
+        flat: list[np.ndarray] = []
+        for start in range(0, kept.size, config.batch_documents):
+            chunk = kept[start : start + config.batch_documents]
+            texts = _texts([table.refs[int(i)] for i in chunk], table.digests[chunk], config)
+            if hasattr(tok, "encode_batch_flat"):
+                ids_flat, offsets = tok.encode_batch_flat(
+                    texts, disallowed_special=(), num_threads=1
+                )
+                flat.append(np.asarray(ids_flat, dtype=np.int32))
+                lens.append(np.diff(np.asarray(offsets, dtype=np.int64)))
+            else:
+                encoded = tok.encode_ordinary_batch(texts)
+                flat += [np.asarray(e, dtype=np.int32) for e in encoded]
+                lens.append(np.asarray([len(e) for e in encoded], dtype=np.int64))
+        lengths = _cat(lens, np.int64)
+        tokens = _cat(flat, np.int32)
+    return info, lengths, tokens
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _write_shard(  # noqa: PLR0917 (Ray passes task arguments by position)
+    out_dir: str,
+    index: int,
+    count: int,
+    last: bool,
+    start: tuple[int, int],
+    blocks: list[Any],
+    pack: PackConfig,
+    dtypes: tuple[np.dtype, np.dtype],
+) -> dict[str, Any]:
+    """Pack ``count`` sequences starting with an empty sequence at document ``start[0]`` of
+    ``blocks[0]``, token ``start[1]`` of it (counting its EOS); write shard ``index``."""
+    packer = Packer(pack)
+    done: list[PackedSequence] = []
+    doc, offset = start
+    for lengths_ref, tokens_ref in blocks:
+        lengths, tokens = ray.get([lengths_ref, tokens_ref])
+        bounds = np.concatenate(([0], np.cumsum(lengths)))
+        for d in range(doc, lengths.size):
+            ids = tokens[bounds[d] : bounds[d + 1]]
+            if offset:  # the rest of a document split at the previous shard's end
+                ids = np.append(ids, np.int32(pack.eos_id))[offset:-1]
+                offset = 0
+            done += packer.add(ids)
+            if len(done) >= count:
+                break
+        doc = 0
+        if len(done) >= count:
+            break
+    if last and len(done) < count:
+        done += packer.finish()
+    if len(done) < count:
+        raise RuntimeError(f"shard {index}: packed {len(done)} sequences, planned {count}")
+    return write_shard(Path(out_dir), index, done[:count], *dtypes)
+
+
+# ---- the driver --------------------------------------------------------------------------
+
+
+class _PackPlan:
+    """The packer replayed over document lengths: its statistics, and where each shard's
+    first sequence starts. Must match :meth:`Packer.add` / :meth:`Packer.finish` exactly."""
+
+    def __init__(self, config: PackConfig, sequences_per_shard: int) -> None:
+        self.n, self.min_tail, self.final = config.seq_len, config.min_tail, config.final
+        self.per_shard = sequences_per_shard
+        self.fill = 0
+        self.documents = self.tokens_in = self.dropped = self.tails = 0
+        self.sequences = self.padding = 0
+        self.starts: list[tuple[int, int, int]] = []  # (block, document, offset) per shard
+
+    def add(self, block: int, lengths: np.ndarray) -> None:
+        n = self.n
+        for d, length in enumerate(lengths.tolist()):
+            size = length + 1
+            self.documents += 1
+            self.tokens_in += size
+            offset = 0
+            while size:
+                if self.fill == 0 and self.sequences == len(self.starts) * self.per_shard:
+                    self.starts.append((block, d, offset))
+                space = n - self.fill
+                if size <= space:
+                    self.fill += size
+                    if self.fill == n:
+                        self.sequences += 1
+                        self.fill = 0
+                    break
+                self.sequences += 1
+                self.fill = 0
+                offset += space
+                size -= space
+                if size < self.min_tail:
+                    self.dropped += size
+                    self.tails += 1
+                    break
+
+    def finish(self) -> None:
+        if self.fill == 0:
+            return
+        if self.final == "drop":
+            self.dropped += self.fill
+        else:
+            self.sequences += 1
+            self.padding += self.n - self.fill
+        self.fill = 0
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.sequences // self.per_shard)
+
+
+def _list_files(inputs: Sequence[str | Path], exclude_dirs: tuple[str, ...]) -> list[str]:
+    roots = [Path(p) for p in inputs]
+    for root in roots:
+        if not root.exists():
+            raise FileNotFoundError(f"input {root} does not exist")
+    files: list[str] = []
+    for root in roots:
+        if root.is_dir():
+            files += [str(p) for p in sources._walk(root, exclude_dirs)]
+        else:
+            files.append(str(root))
+    return files
+
+
+class _Stages:
+    """Per-stage progress (tasks done) and wall time."""
+
+    def __init__(self, progress: bool) -> None:
+        self.progress = progress
+        self.timings: dict[str, float] = {}
+
+    def wait(self, name: str, refs: list[Any], start: float) -> None:
+        bar = tqdm(total=len(refs), desc=f"ray {name}", unit=" tasks", disable=not self.progress)
+        pending = list(refs)
+        while pending:
+            done, pending = ray.wait(pending, num_returns=1)
+            ray.get(done)  # raise a task's error here
+            bar.update(len(done))
+        bar.close()
+        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+
+
+def _run(
+    inputs: Sequence[str | Path],
+    config: PrepareConfig,
+    workers: int,
+    options: RayOptions,
+    *,
+    tokenize: bool,
+    progress: bool,
+) -> tuple[dict[str, Any], list[Any], _Stages]:
+    """Scan, dedup and (``tokenize``) tokenize; returns the dedup report, the finalize
+    results (info, lengths, tokens refs) per block, and the stage timings."""
+    st = _Stages(progress)
+    parts = max(1, workers)
+    t = time.perf_counter()
+    files = _list_files(inputs, config.exclude_dirs)
+    per_block = options.files_per_block or min(
+        config.batch_documents, max(8, -(-len(files) // (4 * workers)))
+    )
+    indexed = list(enumerate(files))
+    blocks = [indexed[s : s + per_block] for s in range(0, max(len(files), 1), per_block)]
+    starts = np.asarray([b[0][0] if b else 0 for b in blocks], dtype=np.int64)
+    nb = len(blocks)
+    st.timings["list"] = time.perf_counter() - t
+
+    t = time.perf_counter()
+    scanned = [
+        _refs(_scan_block.options(num_returns=3 + parts).remote(i, b, config, parts))
+        for i, b in enumerate(blocks)
+    ]
+    st.wait("scan+minhash", [s[0] for s in scanned], t)
+    metas = ray.get([s[0] for s in scanned])
+    tables = [s[1] for s in scanned]
+
+    t = time.perf_counter()
+    exact = [
+        _refs(_exact_reduce.options(num_returns=nb).remote(starts, *[s[3 + p] for s in scanned]))
+        for p in range(parts)
+    ]
+    st.wait("exact-dedup", [e[0] for e in exact], t)
+
+    near = config.near_dedup
+    t = time.perf_counter()
+    lsh_parts = parts if near else 0
+    mapped = [
+        _refs(
+            _lsh_map.options(num_returns=1 + lsh_parts).remote(
+                scanned[b][1], scanned[b][2], lsh_parts, *[e[b] for e in exact]
+            )
+        )
+        for b in range(nb)
+    ]
+    st.wait("lsh-map", [m[0] for m in mapped], t)
+    near_report: dict[str, Any] = {"enabled": near}
+    near_by_block: list[list[Any]] = [[] for _ in range(nb)]
+    if near:
+        near_report, near_by_block = _near(
+            config, parts=parts, nb=nb, mapped=mapped, tables=tables, starts=starts, st=st
+        )
+
+    t = time.perf_counter()
+    final = [
+        _refs(
+            _finalize.options(num_returns=3).remote(
+                config, tokenize, tables[b], mapped[b][0], tables, starts, *near_by_block[b]
+            )
+        )
+        for b in range(nb)
+    ]
+    st.wait("finalize+tokenize" if tokenize else "finalize", [f[0] for f in final], t)
+
+    stats = FilterStats()
+    bytes_in = 0
+    for meta in metas:
+        _merge_stats(stats, meta[0])
+        bytes_in += meta[1]
+    exact_examples: list[dict[str, str]] = []
+    removed_exact = kept = 0
+    for f in final:
+        info = ray.get(f[0])
+        removed_exact += len(info["exact"])
+        kept += len(info["kept"])
+        for r, k in info["exact_pairs"]:
+            if len(exact_examples) < MAX_EXAMPLES:
+                exact_examples.append({"removed": r, "kept": k})
+    report = {
+        "filters": stats.as_dict(),
+        "exact_dedup": {"removed": removed_exact, "examples": exact_examples},
+        "near_dedup": near_report,
+        "documents_kept": kept,
+        "bytes_after_filters": bytes_in,
+    }
+    return report, final, st
+
+
+def _near(
+    config: PrepareConfig,
+    *,
+    parts: int,
+    nb: int,
+    mapped: list[list[Any]],
+    tables: list[Any],
+    starts: np.ndarray,
+    st: _Stages,
+) -> tuple[dict[str, Any], list[list[Any]]]:
+    t = time.perf_counter()
+    reduced = [
+        _refs(
+            _lsh_reduce.options(num_returns=parts).remote(
+                config.minhash.max_bucket, parts, *[m[1 + p] for m in mapped]
+            )
+        )
+        for p in range(parts)
+    ]
+    st.wait("lsh-buckets", [r[0] for r in reduced], t)
+
+    t = time.perf_counter()
+    verified = [
+        _refs(
+            _verify.options(num_returns=1 + parts).remote(
+                config, tables, starts, parts, *[r[p] for r in reduced]
+            )
+        )
+        for p in range(parts)
+    ]
+    st.wait("verify", [v[0] for v in verified], t)
+    counts = ray.get([v[0] for v in verified])
+
+    t = time.perf_counter()
+    rounds = [
+        _refs(_cc_init.options(num_returns=2 + parts).remote(parts, *[v[1 + q] for v in verified]))
+        for q in range(parts)
+    ]
+    num_rounds = 0
+    while sum(ray.get([r[0] for r in rounds])):
+        num_rounds += 1
+        rounds = [
+            _refs(
+                _cc_round.options(num_returns=2 + parts).remote(
+                    parts, rounds[q][1], *[r[2 + q] for r in rounds]
+                )
+            )
+            for q in range(parts)
+        ]
+    finished = [
+        _refs(_cc_finish.options(num_returns=nb + parts).remote(starts, parts, r[1]))
+        for r in rounds
+    ]
+    cluster = ray.get([_cluster_stats.remote(*[f[nb + p] for f in finished]) for p in range(parts)])
+    st.wait("components", [f[0] for f in finished], t)
+    st.timings["components_rounds"] = float(num_rounds + 1)
+
+    top = sorted((e for c in cluster for e in c[2]), key=lambda e: (-e[0], e[1]))[:MAX_EXAMPLES]
+    wanted = np.unique(np.asarray([i for e in top for i in (e[1], *e[2])], dtype=np.int64))
+    names = dict(zip(wanted.tolist(), ray.get(_names.remote(wanted, tables, starts)), strict=True))
+    bands, rows = config.minhash.lsh_params()
+    report = {
+        "enabled": True,
+        "config": dataclasses.asdict(config.minhash),
+        "bands": bands,
+        "rows": rows,
+        "candidate_pairs": sum(c[0] for c in counts),
+        "duplicate_pairs": sum(c[1] for c in counts),
+        "clusters": sum(c[0] for c in cluster),
+        "removed": sum(c[1] for c in cluster),
+        "examples": [
+            {"size": size, "kept": names[root], "removed": [names[i] for i in members]}
+            for size, root, members in top
+        ],
+    }
+    by_block = [[f[b] for f in finished] for b in range(nb)]
+    return report, by_block
+
+
+def _merge_stats(total: FilterStats, part: FilterStats) -> None:
+    total.seen += part.seen
+    total.kept += part.kept
+    total.dropped.update(part.dropped)
+    for reason, names in part.examples.items():
+        shown = total.examples.setdefault(reason, [])
+        shown.extend(names[: 5 - len(shown)])
+
+
+def prepare(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    config: PrepareConfig | None = None,
+    options: RayOptions | None = None,
+    *,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RayResult:
+    """:func:`codegen_core.data.prepare.prepare` on Ray: the same files, byte for byte."""
+    config = config if config is not None else PrepareConfig()
+    options = options if options is not None else RayOptions()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out, overwrite, delete=False)
+    tok = load_tokenizer(config.tokenizer)
+    if tok.eos_token_id != config.pack.eos_id:
+        raise ValueError(f"tokenizer EOS {tok.eos_token_id} != pack eos_id {config.pack.eos_id}")
+    tmp = Path(tempfile.mkdtemp(prefix=".prepare-ray-", dir=out))
+    try:
+        with ray_session(options) as workers:
+            report, final, st = _run(
+                inputs, config, workers, options, tokenize=True, progress=progress
+            )
+            t = time.perf_counter()
+            plan = _PackPlan(config.pack, config.sequences_per_shard)
+            for b, f in enumerate(final):
+                plan.add(b, ray.get(f[1]))
+            plan.finish()
+            dtypes = shard_dtypes(tok.vocab_size, config.pack.seq_len)
+            token_refs = [(f[1], f[2]) for f in final]
+            writes = []
+            for k in range(plan.num_shards):
+                block, doc, offset = plan.starts[k]
+                count = min(
+                    config.sequences_per_shard, plan.sequences - k * config.sequences_per_shard
+                )
+                writes.append(
+                    _write_shard.remote(
+                        str(tmp), k, count, k == plan.num_shards - 1, (doc, offset),
+                        token_refs[block:], config.pack, dtypes,
+                    )
+                )  # fmt: skip
+            st.wait("pack+write", writes, t)
+            entries = ray.get(writes)
+        report["tokens"] = tokens_report(
+            documents=plan.documents,
+            tokens_in=plan.tokens_in,
+            tokens_written=plan.tokens_in - plan.dropped,
+            tokens_dropped=plan.dropped,
+            tails_dropped=plan.tails,
+            sequences=plan.sequences,
+            padding=plan.padding,
+        )
+        manifest = write_manifest(
+            tmp,
+            seq_len=config.pack.seq_len,
+            token_dtype=dtypes[0],
+            shards=entries,
+            metadata=manifest_metadata(
+                config,
+                tok,
+                documents_seen=report["filters"]["seen"],
+                documents_packed=plan.documents,
+                tokens_written=plan.tokens_in - plan.dropped,
+                sequences=plan.sequences,
+            ),
+        )
+        report["output"] = {
+            "num_sequences": manifest["num_sequences"],
+            "shards": len(manifest["shards"]),
+        }
+        text = json.dumps(report, indent=2, sort_keys=True) + "\n"
+        (tmp / REPORT).write_text(text, encoding="utf-8")
+        check_out_dir(out, overwrite, delete=True)  # refused or cleared only now
+        names = [p.name for p in sorted(tmp.iterdir()) if p.name not in (MANIFEST, REPORT)]
+        for name in [*names, REPORT, MANIFEST]:  # the manifest last: present means complete
+            (tmp / name).replace(out / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return RayResult(report, st.timings, workers)
+
+
+def dedup(
+    inputs: Sequence[str | Path],
+    out_dir: str | Path,
+    config: PrepareConfig | None = None,
+    options: RayOptions | None = None,
+    *,
+    progress: bool = True,
+) -> RayResult:
+    """``data dedup`` on Ray: ``kept.txt``, ``removed.txt`` and ``report.json`` as the local
+    path writes them (nothing is written when no document was read)."""
+    config = config if config is not None else PrepareConfig()
+    options = options if options is not None else RayOptions()
+    with ray_session(options) as workers:
+        report, final, st = _run(
+            inputs, config, workers, options, tokenize=False, progress=progress
+        )
+        if report["filters"]["seen"] == 0:
+            return RayResult(report, st.timings, workers)
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".dedup-ray-", dir=out))
+        try:
+            with (tmp / "kept.txt").open("w", encoding="utf-8") as kept:
+                for f in final:
+                    kept.writelines(f"{k}\n" for k in ray.get(f[0])["kept"])
+            with (tmp / "removed.txt").open("w", encoding="utf-8") as removed:
+                for what in ("exact", "near"):  # the local order: all exact, then all near
+                    for f in final:
+                        removed.writelines(f"{line}\n" for line in ray.get(f[0])[what])
+            (tmp / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
+            for name in ("kept.txt", "removed.txt", "report.json"):
+                (tmp / name).replace(out / name)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return RayResult(report, st.timings, workers)

@@ -1,0 +1,172 @@
+"""``--engine ray`` writes byte-identical shards, manifest, report and dedup lists to the local
+path, also when a Ray worker dies mid-run, and refuses to overwrite a finished output."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from codegen_core.data import cli
+
+ray = pytest.importorskip("ray", reason="the ray extra is not installed (pip install '.[ray]')")
+
+from codegen_core.data import ray_engine
+
+FAULT_ENV = ray_engine.FAULT_ENV
+STDLIB = Path(sysconfig.get_paths()["stdlib"])
+
+
+@pytest.fixture(scope="module")
+def fault_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("faults")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def ray_instance(fault_dir: Path):
+    """One local Ray for the module (2 CPUs); its workers see the fault-injection folder."""
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        logging_level="ERROR",
+        runtime_env={"env_vars": {FAULT_ENV: str(fault_dir)}},
+    )
+    yield
+    ray.shutdown()
+
+
+def _edit(text: str, k: int) -> str:
+    """A near-duplicate: one line changed every ~40 lines."""
+    lines = text.splitlines(keepends=True)
+    for i in range(k % 7, len(lines), 40):
+        lines[i] = f"# edited {k} {i}\n"
+    return "".join(lines)
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """250 standard-library modules, near-duplicates with small edits, exact copies, a JSONL
+    file with duplicates of files, and files every filter drops."""
+    root = tmp_path_factory.mktemp("corpus")
+    picked = []
+    for path in sorted(STDLIB.rglob("*.py")):
+        if {"site-packages", "dist-packages", "test", "tests"} & set(path.parts):
+            continue
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            continue
+        if 1_000 <= len(text) <= 20_000:
+            picked.append((f"{len(picked):03d}_{path.name}", text))
+        if len(picked) == 250:
+            break
+    assert len(picked) == 250
+    for i, (name, text) in enumerate(picked):
+        sub = root / f"d{i % 5}"
+        sub.mkdir(exist_ok=True)
+        (sub / name).write_text(text)
+        if i % 9 == 0:
+            (root / "near").mkdir(exist_ok=True)
+            (root / "near" / f"v1_{name}").write_text(_edit(text, i))
+            (root / "near" / f"v2_{name}").write_text(_edit(text, i + 1))
+        if i % 23 == 0:
+            (root / "copies").mkdir(exist_ok=True)
+            (root / "copies" / name).write_text(text)
+    bad = root / "bad"
+    bad.mkdir()
+    (bad / "empty.py").write_text("")
+    (bad / "blob.py").write_bytes(b"\x00\x01binary")
+    (bad / "latin1.py").write_bytes(b"caf\xe9 = 1\n")
+    (bad / "wide.py").write_text("x = 1\n" * 10 + "y = '" + "a" * 2000 + "'\n")
+    (bad / "notes.txt").write_text("not python")
+    (bad / "dangling.py").symlink_to(root / "missing.py")
+    records = [json.dumps({"content": picked[3][1]}), "{not json"]
+    records += [json.dumps({"content": _edit(picked[5][1], 99)}), json.dumps({"text": "x = 1\n"})]
+    (root / "data.jsonl").write_text("\n".join(records) + "\n")
+    return root
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="codegen-core")
+    cli.register(parser.add_subparsers(dest="command", required=True))
+    return parser
+
+
+PREPARE = ["--seq-len", "256", "--min-tail", "16", "--sequences-per-shard", "37"]
+
+
+def _run(command: str, corpus: Path, out: Path, *extra: str) -> int:
+    argv = ["data", command, str(corpus), "--out", str(out), "--no-progress", *extra]
+    if command == "prepare":
+        argv += PREPARE
+    args = _parser().parse_args(argv)
+    return args.func(args)
+
+
+def _files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+@pytest.fixture(scope="module")
+def local_prepare(corpus: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    out = tmp_path_factory.mktemp("local") / "prepare"
+    assert _run("prepare", corpus, out) == 0
+    return _files(out)
+
+
+def test_prepare_is_byte_identical(
+    corpus: Path, local_prepare: dict[str, bytes], tmp_path: Path
+) -> None:
+    out = tmp_path / "ray"
+    assert _run("prepare", corpus, out, "--engine", "ray") == 0
+    got = _files(out)
+    assert sorted(got) == sorted(local_prepare)
+    for name, data in local_prepare.items():
+        assert got[name] == data, name
+    report = json.loads(local_prepare["report.json"])
+    # The corpus exercises every stage: several shards, both kinds of duplicate.
+    assert report["output"]["shards"] >= 3 and report["exact_dedup"]["removed"] >= 10
+    assert report["near_dedup"]["clusters"] >= 20 and len(report["filters"]["dropped"]) >= 6
+
+
+@pytest.mark.parametrize("extra", [[], ["--no-near-dedup"], ["--verify", "none"]])
+def test_dedup_same_clusters(corpus: Path, tmp_path: Path, extra: list[str]) -> None:
+    assert _run("dedup", corpus, tmp_path / "local", *extra) == 0
+    assert _run("dedup", corpus, tmp_path / "ray", *extra, "--engine", "ray") == 0
+    local, got = _files(tmp_path / "local"), _files(tmp_path / "ray")
+    assert sorted(got) == ["kept.txt", "removed.txt", "report.json"]
+    assert got == local
+    near = [line for line in got["removed.txt"].decode().splitlines() if "\tnear\t" in line]
+    assert bool(near) == ("--no-near-dedup" not in extra)
+
+
+def test_worker_killed_during_minhash(
+    corpus: Path, local_prepare: dict[str, bytes], fault_dir: Path, tmp_path: Path
+) -> None:
+    (fault_dir / "minhash-1").touch()  # the scan task of block 1 kills its worker once
+    try:
+        assert _run("prepare", corpus, tmp_path / "ray", "--engine", "ray") == 0
+    finally:
+        (fault_dir / "minhash-1").unlink()
+    assert (fault_dir / "minhash-1.fired").exists(), "the worker was not killed"
+    assert _files(tmp_path / "ray") == local_prepare
+
+
+def test_rerun_refused_without_overwrite(
+    corpus: Path, local_prepare: dict[str, bytes], tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    out = tmp_path / "ray"
+    out.mkdir()
+    (out / "notes.md").write_text("mine")  # other files in --out are left alone
+    (out / "manifest.json").write_text("{}")  # a finished (here: fake) output
+    assert _run("prepare", corpus, out, "--engine", "ray") == 2
+    assert "already holds prepared data" in capsys.readouterr().err
+    assert (out / "manifest.json").read_text() == "{}"
+    assert _run("prepare", corpus, out, "--engine", "ray", "--overwrite") == 0
+    got = _files(out)
+    assert got.pop("notes.md") == b"mine"
+    assert got == local_prepare
+    assert not [p for p in out.iterdir() if p.is_dir()], "the temporary directory is left"
