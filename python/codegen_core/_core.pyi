@@ -85,6 +85,27 @@ def cluster_roots(
     n: int, pairs: npt.NDArray[np.uint32], keep: npt.NDArray[np.uint8] | None
 ) -> npt.NDArray[np.uint32]: ...
 
+# ---- file filters (csrc/data/filters.h) ----
+# CodeGen's file filters and the exact-dedup content hash, in batches.
+def filter_reason_names() -> list[str]: ...  # code -> reason name ("" = keep)
+def filter_documents(
+    docs: Sequence[str | bytes],
+    max_file_bytes: int,
+    max_mean_line_length: float,
+    max_line_length: float,
+    max_digit_fraction: float,
+    num_threads: int,
+) -> tuple[bytes, bytes]: ...  # (reason codes [n], 16-byte BLAKE2b digests [16 n])
+def read_filter_files(
+    paths: Sequence[str | bytes],
+    max_file_bytes: int,
+    max_mean_line_length: float,
+    max_line_length: float,
+    max_digit_fraction: float,
+    num_threads: int,
+    as_text: bool,
+) -> tuple[bytes, bytes, list[str | bytes | None]]: ...  # (codes, digests, contents)
+
 # ---- CPU kernels (XLA FFI) ----------------------------------------------------------------
 def xla_ffi_targets() -> dict[str, object]: ...  # name -> PyCapsule of the handler
 def dense_uses_avx2() -> bool: ...

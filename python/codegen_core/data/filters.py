@@ -9,10 +9,13 @@ bytes), not valid UTF-8, unreadable, and files too large to be hand-written code
 from __future__ import annotations
 
 import collections
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from codegen_core import _core
 
 # Reasons, in the order they are checked.
 UNREADABLE = "unreadable"
@@ -156,8 +159,46 @@ def document_reason(doc: str | bytes, config: FilterConfig) -> str | None:
     return content_reason(doc, config)
 
 
-def content_reasons(texts: Sequence[str | bytes], config: FilterConfig) -> list[str | None]:
+# The native reason codes (csrc/data/filters.h), as this module's names; code 0 keeps.
+REASON_OF_CODE: tuple[str | None, ...] = tuple(n or None for n in _core.filter_reason_names())
+
+
+def native_options(config: FilterConfig) -> tuple[int, float, float, float]:
+    """The thresholds as ``_core.filter_documents``/``read_filter_files`` take them. Sizes
+    compare as integers (``len > max_file_bytes`` iff ``len > floor(max_file_bytes)``); the
+    others as doubles, which is what Python compares for thresholds below 2**53."""
+    return (
+        min(math.floor(config.max_file_bytes), (1 << 64) - 1),
+        float(config.max_mean_line_length),
+        float(config.max_line_length),
+        float(config.max_digit_fraction),
+    )
+
+
+def content_reasons_and_digests(
+    texts: Sequence[str | bytes], config: FilterConfig, *, num_threads: int = 0
+) -> tuple[list[str | None], list[bytes | None]]:
+    """:func:`content_reasons` and, for each kept document, its
+    :func:`codegen_core.data.exact.content_hash` (None for a dropped one): one native call,
+    GIL released, on ``num_threads`` threads (0: all cores)."""
+    if not isinstance(texts, list | tuple):
+        texts = list(texts)
+    codes, digests = _core.filter_documents(texts, *native_options(config), num_threads)
+    reasons = [REASON_OF_CODE[c] for c in codes]
+    return reasons, [
+        None if r is not None else digests[16 * i : 16 * i + 16] for i, r in enumerate(reasons)
+    ]
+
+
+def content_reasons(
+    texts: Sequence[str | bytes], config: FilterConfig, *, num_threads: int = 0
+) -> list[str | None]:
     """The drop reason (or None to keep) of every document of a batch, in order: exactly
     :func:`document_reason` of each (bytes get the byte-level checks too: too_large, empty,
-    binary, not_utf8; str only the content filters). One call per block of documents."""
-    return [document_reason(t, config) for t in texts]
+    binary, not_utf8; str only the content filters). One native call per block of documents
+    (csrc/data/filters.h), GIL released, on ``num_threads`` threads (0: all cores).
+
+    >>> content_reasons(["x = 1\\n", b"", b"\\x00", "  "], FilterConfig())
+    [None, 'empty', 'binary', 'empty']
+    """
+    return content_reasons_and_digests(texts, config, num_threads=num_threads)[0]

@@ -7,6 +7,7 @@ passes can re-read it instead of holding every text in memory.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import stat
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from codegen_core import _core
 from codegen_core.data import filters
 from codegen_core.data.filters import FilterConfig
 
@@ -222,9 +224,118 @@ def read_document_checked(ref: SourceRef, config: FilterConfig) -> tuple[str | N
     return (text, None) if reason is None else (None, reason)
 
 
+Document = str | bytes
+
+
+def read_block(
+    refs: Sequence[SourceRef], config: FilterConfig, *, as_text: bool = True, num_threads: int = 0
+) -> tuple[list[Document | None], list[str | None], list[bytes | None]]:
+    """(documents, reasons, digests) of a block of refs, in order: what
+    :func:`read_document_checked` gives for each (the document is None and the reason set when
+    dropped), plus the kept documents' :func:`codegen_core.data.exact.content_hash` (None when
+    dropped). Documents are str, or with ``as_text=False`` their UTF-8 bytes.
+
+    Whole files are read, filtered and hashed in one native call (csrc/data/filters.h; GIL
+    released, ``num_threads`` threads, 0: all cores); JSONL lines take the Python path."""
+    docs: list[Document | None] = [None] * len(refs)
+    reasons: list[str | None] = [None] * len(refs)
+    digests: list[bytes | None] = [None] * len(refs)
+    native: list[int] = []
+    for i, ref in enumerate(refs):
+        if ref.line >= 0:
+            text, reasons[i] = read_document_checked(ref, config)
+            if text is not None:
+                data = text.encode("utf-8")
+                docs[i] = text if as_text else data
+                digests[i] = hashlib.blake2b(data, digest_size=16).digest()  # = content_hash
+            continue
+        # Path(...).name without building a Path, where the path is already normalised.
+        plain = "/." not in ref.path and not ref.path.endswith("/")
+        name = ref.path.rsplit("/", 1)[-1] if plain else Path(ref.path).name
+        if name.lower().endswith(JSONL_SUFFIXES):
+            reasons[i] = filters.UNREADABLE
+        elif not filters.extension_ok(name, config):
+            reasons[i] = filters.EXTENSION
+        else:
+            native.append(i)
+    if native:
+        codes, hashes, contents = _core.read_filter_files(
+            [refs[i].path for i in native], *filters.native_options(config), num_threads, as_text
+        )
+        for k, i in enumerate(native):
+            reason = filters.REASON_OF_CODE[codes[k]]
+            if reason is None:
+                docs[i] = contents[k]
+                digests[i] = hashes[16 * k : 16 * k + 16]
+            reasons[i] = reason
+    return docs, reasons, digests
+
+
+def iter_read_blocks(
+    inputs: Sequence[str | Path],
+    config: FilterConfig,
+    exclude_dirs: tuple[str, ...] = DEFAULT_EXCLUDE,
+    *,
+    block_documents: int = 512,
+    as_text: bool = True,
+    num_threads: int = 0,
+) -> Iterator[list[tuple[SourceRef, Document | None, str | None, bytes | None]]]:
+    """Every document of :func:`iter_refs`, in order, as blocks of (ref, document, reason,
+    digest): a kept document with its content hash, or a dropped one (None, reason, None).
+    Each block reads up to ``block_documents`` documents with one :func:`read_block` call,
+    so only one block of texts is held at a time."""
+    if block_documents < 1:
+        raise ValueError(f"block_documents must be >= 1, got {block_documents}")
+    pending: list[tuple[SourceRef, str | None]] = []
+    to_read = 0
+
+    def flush() -> list[tuple[SourceRef, Document | None, str | None, bytes | None]]:
+        refs = [ref for ref, reason in pending if reason is None]
+        docs, reasons, digests = read_block(refs, config, as_text=as_text, num_threads=num_threads)
+        out: list[tuple[SourceRef, Document | None, str | None, bytes | None]] = []
+        k = 0
+        for ref, reason in pending:
+            if reason is None:
+                out.append((ref, docs[k], reasons[k], digests[k]))
+                k += 1
+            else:
+                out.append((ref, None, reason, None))
+        return out
+
+    for ref, reason in iter_refs(inputs, config, exclude_dirs):
+        pending.append((ref, reason))
+        to_read += reason is None
+        if to_read == block_documents:
+            yield flush()
+            pending, to_read = [], 0
+    if pending:
+        yield flush()
+
+
+def read_checked(
+    refs: Sequence[SourceRef],
+    digests: Sequence[bytes],
+    config: FilterConfig,
+    *,
+    as_text: bool = True,
+    num_threads: int = 0,
+) -> list[Document]:
+    """Re-read documents that passed before (one :func:`read_block` call); raise ValueError
+    naming the first one that no longer passes or whose content hash changed."""
+    docs, reasons, now = read_block(refs, config, as_text=as_text, num_threads=num_threads)
+    for ref, doc, reason, before, after in zip(refs, docs, reasons, digests, now, strict=True):
+        if doc is None:
+            raise ValueError(f"{ref.name}: changed while preparing ({reason})")
+        if after != before:
+            raise ValueError(f"{ref.name}: changed while preparing (content hash differs)")
+    return docs  # type: ignore[return-value]
+
+
 def read_documents(
-    refs: Sequence[SourceRef], config: FilterConfig
+    refs: Sequence[SourceRef], config: FilterConfig, *, num_threads: int = 0
 ) -> list[tuple[str | None, str | None]]:
     """(text, None) or (None, drop reason) for every ref, in order: exactly
-    :func:`read_document_checked` of each. One call per block of refs."""
-    return [read_document_checked(ref, config) for ref in refs]
+    :func:`read_document_checked` of each, one native call per block (see :func:`read_block`,
+    which also gives the content hashes)."""
+    docs, reasons, _ = read_block(refs, config, num_threads=num_threads)
+    return list(zip(docs, reasons, strict=True))  # type: ignore[arg-type]
