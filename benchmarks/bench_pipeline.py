@@ -4,12 +4,28 @@ Filter -> exact dedup -> near dedup (C++) -> tokenize (codegen_core.Tokenizer) -
 shards, exactly what ``codegen-core data prepare --out DIR`` does with its default input.
 Also times the tokenize stage against Hugging Face ``tokenizers`` (the peer) on a sample.
 
-Run: ``pytest benchmarks/bench_pipeline.py -s``.
+``test_engines_local_vs_ray`` runs ``data prepare`` with ``--engine local`` and with
+``--engine ray`` at 1 and 2 workers in the same run, alternating the order round by round,
+each run in its own subprocess (so each driver's peak RSS is its own): MB/s (filtered input
+bytes / wall seconds of the pipeline), the ratio to local, the driver's peak RSS, and the
+Ray start-up time, which is reported separately and not included in the pipeline time (on a
+cluster Ray is already running). It also checks that every run wrote the same manifest.
+
+Run: ``pytest benchmarks/bench_pipeline.py -s``; only the engines:
+``pytest benchmarks/bench_pipeline.py -s -k engines`` (about 2-3 minutes on 2 cores;
+``BENCH_PIPELINE_ROUNDS`` (default 3) rounds; ``BENCH_PIPELINE_SITE_PACKAGES=1`` adds the
+interpreter's site-packages to the standard library, ~5x the input).
 """
 
 from __future__ import annotations
 
+import json
+import os
 import resource
+import statistics
+import subprocess
+import sys
+import sysconfig
 import time
 from pathlib import Path
 
@@ -78,3 +94,91 @@ def test_tokenize_stage_vs_hf_tokenizers(benchmark) -> None:
         f"wall), tokenizers {mb / peer_cpu:.1f} MB/CPU-s ({mb / peer_wall:.1f} MB/s wall), "
         f"ratio {peer_cpu / our_cpu:.1f}x per CPU-s"
     )
+
+
+def _engine_inputs() -> tuple[list[Path], tuple[str, ...]]:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    if os.environ.get("BENCH_PIPELINE_SITE_PACKAGES") == "1":
+        return [stdlib], sources.DEFAULT_EXCLUDE
+    return [stdlib], (*sources.DEFAULT_EXCLUDE, "site-packages")
+
+
+def _child(engine: str, workers: int, out: str) -> None:
+    """One measured run (in a subprocess): prints a JSON line."""
+    import dataclasses  # noqa: PLC0415
+
+    inputs, exclude = _engine_inputs()
+    config = dataclasses.replace(CONFIG, exclude_dirs=exclude)
+    init = 0.0
+    if engine == "ray":
+        import ray  # noqa: PLC0415
+
+        from codegen_core.data import ray_engine  # noqa: PLC0415
+
+        t = time.perf_counter()
+        ray.init(num_cpus=workers, include_dashboard=False, logging_level="ERROR")
+        init = time.perf_counter() - t
+        t = time.perf_counter()
+        result = ray_engine.prepare(
+            inputs, out, config, ray_engine.RayOptions(num_workers=workers), progress=False
+        )
+        wall = time.perf_counter() - t
+        report, stages = result.report, result.timings
+        ray.shutdown()
+    else:
+        t = time.perf_counter()
+        report = prepare(inputs, out, config, progress=False)
+        wall = time.perf_counter() - t
+        stages = {}
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    line = {"wall": wall, "mb": report["bytes_after_filters"] / 1e6, "rss_mb": rss_mb}
+    print(json.dumps({**line, "init": init, "stages": stages}))
+
+
+def test_engines_local_vs_ray(tmp_path: Path) -> None:
+    pytest.importorskip("ray", reason="the ray extra is not installed")
+    rounds = int(os.environ.get("BENCH_PIPELINE_ROUNDS", "3"))
+    configs = [("local", 1), ("ray", 1), ("ray", 2)]
+    results: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
+    manifests = set()
+    load_before = os.getloadavg()
+    for r in range(rounds):
+        order = configs[r % 3 :] + configs[: r % 3]  # alternate who runs first
+        for engine, workers in order:
+            out = tmp_path / f"{engine}{workers}-{r}"
+            proc = subprocess.run(
+                [sys.executable, __file__, "--child", engine, str(workers), str(out)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            assert proc.returncode == 0, proc.stderr[-3000:]
+            results[(engine, workers)].append(json.loads(proc.stdout.strip().splitlines()[-1]))
+            manifests.add((out / "manifest.json").read_bytes())
+    load_after = os.getloadavg()
+    assert len(manifests) == 1, "the engines wrote different manifests"
+    mb = results[configs[0]][0]["mb"]
+    local = statistics.median(x["wall"] for x in results[("local", 1)])
+    print(f"\ninput after filters: {mb:.1f} MB; {rounds} rounds; medians")
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
+    print(
+        f"{'engine':<10}{'wall s':>8}{'MB/s':>8}{'vs local':>10}{'driver RSS':>12}{'ray init':>10}"
+    )
+    for (engine, workers), runs in results.items():
+        wall = statistics.median(x["wall"] for x in runs)
+        rss = max(x["rss_mb"] for x in runs)
+        init = statistics.median(x["init"] for x in runs)
+        name = engine if engine == "local" else f"ray x{workers}"
+        print(
+            f"{name:<10}{wall:>8.2f}{mb / wall:>8.1f}{local / wall:>9.2f}x{rss:>9.0f} MB"
+            f"{init:>9.1f}s"
+        )
+    for (engine, workers), runs in results.items():
+        if engine == "ray":
+            stages = runs[len(runs) // 2]["stages"]
+            shown = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
+            print(f"ray x{workers} stages (s): {shown}")
+
+
+if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--child":
+    _child(sys.argv[2], int(sys.argv[3]), sys.argv[4])
