@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from tqdm import tqdm
 
-from codegen_core.data import filters, sources
+from codegen_core.data import sources
 from codegen_core.data.exact import ExactDeduplicator, content_hash
 from codegen_core.data.filters import FilterConfig, FilterStats
 from codegen_core.data.lsh import DedupResult, NearDuplicateIndex
@@ -98,37 +98,53 @@ def _read_checked(ref: sources.SourceRef, digest: bytes, config: FilterConfig) -
 def scan(
     inputs: Sequence[str | Path], config: PrepareConfig, *, progress: bool = True
 ) -> ScanResult:
-    """Filter, exact-dedup and (if configured) near-dedup the inputs."""
+    """Filter, exact-dedup and (if configured) near-dedup the inputs. Files are read,
+    filtered and hashed a block of ``batch_documents`` at a time by one native call
+    (:func:`sources.iter_read_blocks`); only a block of texts is held at once."""
     result = ScanResult()
     exact = ExactDeduplicator()
     index = NearDuplicateIndex(config.minhash) if config.near_dedup else None
-    batch: list[str] = []
-    docs = sources.iter_documents(inputs, config.filters, config.exclude_dirs)
-    bar = tqdm(docs, desc="scan", unit=" docs", disable=not progress)
-    for ref, text, read_reason in bar:
-        reason = read_reason if text is None else filters.content_reason(text, config.filters)
-        result.filter_stats.record(ref.name, reason)
-        if text is None or reason is not None:
-            continue
-        result.bytes_in += len(text.encode("utf-8"))
-        digest = content_hash(text)
-        earlier = exact.first_seen_digest(ref.name, digest)
-        if earlier is not None:
-            result.exact_duplicates.append((ref.name, earlier))
-            continue
-        result.refs.append(ref)
-        result.digests.append(digest)
-        if index is not None:
-            batch.append(text)
-            if len(batch) == config.batch_documents:
-                index.add(batch)
-                batch = []
+    batch: list[sources.Document] = []
+    threads = config.minhash.num_threads
+    blocks = sources.iter_read_blocks(
+        inputs,
+        config.filters,
+        config.exclude_dirs,
+        block_documents=config.batch_documents,
+        as_text=False,  # UTF-8 bytes: MinHash and the byte count need nothing else
+        num_threads=threads,
+    )
+    record = result.filter_stats.record
+    bar = tqdm(desc="scan", unit=" docs", disable=not progress)
+    for block in blocks:
+        for ref, doc, reason, digest in block:
+            record(ref.name, reason)
+            if doc is None or digest is None:
+                continue
+            result.bytes_in += len(doc)
+            earlier = exact.first_seen_digest(ref.name, digest)
+            if earlier is not None:
+                result.exact_duplicates.append((ref.name, earlier))
+                continue
+            result.refs.append(ref)
+            result.digests.append(digest)
+            if index is not None:
+                batch.append(doc)
+                if len(batch) == config.batch_documents:
+                    index.add(batch)
+                    batch = []
+        bar.update(len(block))
+    bar.close()
     if index is not None:
         if batch:
             index.add(batch)
 
-        def fetch(ids: np.ndarray) -> list[str]:
-            return [_read_checked(result.refs[i], result.digests[i], config.filters) for i in ids]
+        def fetch(ids: np.ndarray) -> list[sources.Document]:
+            refs = [result.refs[i] for i in ids]
+            digests = [result.digests[i] for i in ids]
+            return sources.read_checked(
+                refs, digests, config.filters, as_text=False, num_threads=threads
+            )
 
         result.near = index.find_duplicates(fetch)
     return result
@@ -268,7 +284,9 @@ def prepare(
     bar = tqdm(total=len(kept), desc="tokenize+pack", unit=" docs", disable=not progress)
     for start in range(0, len(kept), config.batch_documents):
         chunk = kept[start : start + config.batch_documents]
-        texts = [_read_checked(ref, digest, config.filters) for ref, digest in chunk]
+        texts = sources.read_checked(  # one native call per chunk; str for the tokenizer
+            [ref for ref, _ in chunk], [digest for _, digest in chunk], config.filters
+        )
         for ids in tok.encode_ordinary_batch(texts):  # file text is text: no control ids
             writer.add(packer.add(ids))
         bar.update(len(chunk))
