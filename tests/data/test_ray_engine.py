@@ -132,7 +132,9 @@ def test_prepare_is_byte_identical(
     assert report["near_dedup"]["clusters"] >= 20 and len(report["filters"]["dropped"]) >= 6
 
 
-@pytest.mark.parametrize("extra", [[], ["--no-near-dedup"], ["--verify", "none"]])
+@pytest.mark.parametrize(
+    "extra", [[], ["--no-near-dedup"], ["--verify", "none"], ["--verify", "signature"]]
+)
 def test_dedup_same_clusters(corpus: Path, tmp_path: Path, extra: list[str]) -> None:
     assert _run("dedup", corpus, tmp_path / "local", *extra) == 0
     assert _run("dedup", corpus, tmp_path / "ray", *extra, "--engine", "ray") == 0
@@ -141,6 +143,22 @@ def test_dedup_same_clusters(corpus: Path, tmp_path: Path, extra: list[str]) -> 
     assert got == local
     near = [line for line in got["removed.txt"].decode().splitlines() if "\tnear\t" in line]
     assert bool(near) == ("--no-near-dedup" not in extra)
+
+
+def test_dedup_large_bucket(tmp_path: Path) -> None:
+    """A bucket past max_bucket (100) is linked as star + chain, as the local path does."""
+    root = tmp_path / "corpus"
+    root.mkdir()
+    base = "".join(f"def f{i}(x):\n    return x * {i} + {i * i}\n\n" for i in range(60))
+    for i in range(130):
+        (root / f"m{i:03d}.py").write_text(f"{base}VALUE_{i} = {i}\n")
+    assert _run("dedup", root, tmp_path / "local") == 0
+    assert _run("dedup", root, tmp_path / "ray", "--engine", "ray") == 0
+    local, got = _files(tmp_path / "local"), _files(tmp_path / "ray")
+    assert got == local
+    report = json.loads(got["report.json"])
+    assert report["near_dedup"]["removed"] == 129
+    assert report["near_dedup"]["candidate_pairs"] < 130 * 129 // 2  # not all pairs
 
 
 def test_worker_killed_during_minhash(

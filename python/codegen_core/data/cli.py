@@ -217,13 +217,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
         inputs, config = _config(args)
         start = time.perf_counter()
         if args.engine == "ray":
+            options = _ray_options(args)
             from codegen_core.data import ray_engine  # noqa: PLC0415 (optional extra)
 
             result = ray_engine.prepare(
                 inputs,
                 args.out,
                 config,
-                _ray_options(args),
+                options,
                 overwrite=args.overwrite,
                 progress=not args.no_progress,
             )
