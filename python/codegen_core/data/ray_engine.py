@@ -120,6 +120,7 @@ def ray_session(options: RayOptions) -> Iterator[int]:
             ray.init(address=options.address, logging_level="WARNING")
         else:
             ray.init(
+                address="local",  # a new instance, even beside a `ray start` cluster
                 num_cpus=options.num_workers or os.cpu_count() or 1,
                 include_dashboard=False,
                 logging_level="WARNING",
@@ -490,7 +491,7 @@ def _finalize(  # noqa: PLR0917 (Ray passes task arguments by position)
     *near_parts: Any,
 ) -> Any:
     """One block: kept documents, the removed lists, and (prepare) the kept documents'
-    tokens. Returns (info, lengths int64 [kept], tokens int32 [sum of lengths])."""
+    tokens. Returns (info, lengths int64 [kept], tokens [sum of lengths] in the shard dtype)."""
     ids, exact = survivors
     node = _cat([p[0] for p in near_parts], np.int64)
     root = _cat([p[1] for p in near_parts], np.int64)
@@ -516,6 +517,7 @@ def _finalize(  # noqa: PLR0917 (Ray passes task arguments by position)
     tokens = np.zeros(0, dtype=np.int32)
     if tokenize:
         tok = _tokenizer(config.tokenizer)
+        dtype = shard_dtypes(tok.vocab_size, config.pack.seq_len)[0]  # uint16 for CodeGen's
         lens: list[np.ndarray] = []
         flat: list[np.ndarray] = []
         for start in range(0, kept.size, config.batch_documents):
@@ -525,14 +527,14 @@ def _finalize(  # noqa: PLR0917 (Ray passes task arguments by position)
                 ids_flat, offsets = tok.encode_batch_flat(
                     texts, disallowed_special=(), num_threads=1
                 )
-                flat.append(np.asarray(ids_flat, dtype=np.int32))
+                flat.append(np.asarray(ids_flat).astype(dtype))
                 lens.append(np.diff(np.asarray(offsets, dtype=np.int64)))
             else:
                 encoded = tok.encode_ordinary_batch(texts)
-                flat += [np.asarray(e, dtype=np.int32) for e in encoded]
+                flat += [np.asarray(e, dtype=dtype) for e in encoded]
                 lens.append(np.asarray([len(e) for e in encoded], dtype=np.int64))
         lengths = _cat(lens, np.int64)
-        tokens = _cat(flat, np.int32)
+        tokens = _cat(flat, dtype)
     return info, lengths, tokens
 
 
@@ -558,7 +560,7 @@ def _write_shard(  # noqa: PLR0917 (Ray passes task arguments by position)
         for d in range(doc, lengths.size):
             ids = tokens[bounds[d] : bounds[d + 1]]
             if offset:  # the rest of a document split at the previous shard's end
-                ids = np.append(ids, np.int32(pack.eos_id))[offset:-1]
+                ids = np.append(ids.astype(np.int64), pack.eos_id)[offset:-1]
                 offset = 0
             done += packer.add(ids)
             if len(done) >= count:
