@@ -163,6 +163,7 @@ def test_engines_local_vs_ray(tmp_path: Path) -> None:
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
     print(
         f"{'engine':<10}{'wall s':>8}{'MB/s':>8}{'vs local':>10}{'driver RSS':>12}{'ray init':>10}"
+        f"{'vs local incl. init':>21}"
     )
     for (engine, workers), runs in results.items():
         wall = statistics.median(x["wall"] for x in runs)
@@ -171,7 +172,7 @@ def test_engines_local_vs_ray(tmp_path: Path) -> None:
         name = engine if engine == "local" else f"ray x{workers}"
         print(
             f"{name:<10}{wall:>8.2f}{mb / wall:>8.1f}{local / wall:>9.2f}x{rss:>9.0f} MB"
-            f"{init:>9.1f}s"
+            f"{init:>9.1f}s{local / (wall + init):>20.2f}x"
         )
     for (engine, workers), runs in results.items():
         if engine == "ray":
