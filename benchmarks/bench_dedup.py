@@ -1,36 +1,55 @@
-"""Near-dedup: codegen-core vs datasketch, same shingles, same threshold, one run.
+"""Near-dedup: the ``codegen-core data dedup`` command vs datasketch, one run.
 
 Corpus: every ``.py`` file under this interpreter's standard library directory, which holds
-its ``site-packages`` too (pip's and setuptools' vendored copies are real near-duplicates),
-plus synthetic mutants with Jaccards spread around the threshold.
+its ``site-packages`` too (pip's and setuptools' vendored copies are real near-duplicates).
 
-* speed and memory: each side runs end to end (read files -> shingles -> MinHash -> LSH ->
-  exact-Jaccard check of every candidate pair -> clusters) in its own subprocess; we report
-  CPU seconds (user + sys, all threads) and peak RSS from ``getrusage``, and the ratios.
-  datasketch gets the same code tokens and 5-gram shingles and the same check, built in
-  Python as a datasketch user would (it has no verification of its own).
+* speed and memory (``test_speed_and_memory_vs_datasketch``): the whole job, files in, kept
+  list out, each side in its own process, rounds alternated (ours, datasketch, ours, ...):
+
+  - ours: the real command, ``codegen-core data dedup ROOT --out DIR --no-progress`` (walk,
+    read, CodeGen's filters, exact dedup by content hash, MinHash, LSH, exact-Jaccard check
+    of every candidate pair, clusters, kept/removed lists and report written);
+  - datasketch: the same job as a datasketch user would write it, streaming (one document in
+    memory at a time, plus the re-read candidates during verification): the same walk and
+    file order, the same filters in Python (``filters.decode_source`` and the vectorised
+    numpy ``filters.content_reason``), the same exact dedup (``exact.content_hash``), the same
+    code tokens and 5-gram shingles, ``datasketch.MinHash`` + ``MinHashLSH`` at the same
+    threshold and (bands, rows), then the same exact-Jaccard check of every candidate pair in
+    Python (candidates' files re-read and shingled), union-find, and the same kept rule (the
+    first document of each cluster in input order), kept list written.
+
+  CPU seconds (user + sys of the process and all its threads) and peak RSS come from
+  ``os.wait4`` on each process, interpreter start-up and imports included on both sides.
+  Reported: medians over rounds, the ratio of CPU seconds (= throughput per CPU-second) and
+  of peak memory, the load average, and how many kept documents the two sides disagree on
+  (MinHash sampling: different hash functions find slightly different candidates).
 * accuracy: duplicate pairs against exact Jaccard from an all-pairs join (prefix filtering,
   exact), at 0.85. Both sides are scored twice: the LSH candidate pairs (their recall bounds
   everything after; their precision is what an unverified LSH returns), and the pairs left
   after the same exact-Jaccard verification (``_core.exact_jaccard``, what our pipeline
   runs). datasketch runs with our (bands, rows) and with its default weights.
 
-Run: ``pytest benchmarks/bench_dedup.py -s --benchmark-enable``; ``BENCH_DEDUP_MB=40`` caps
-the corpus (first files in sorted order) for a quicker run.
+Run: ``pytest benchmarks/bench_dedup.py -s --benchmark-enable -p no:cacheprovider``; the
+speed test alone: ``-k speed``. ``BENCH_DEDUP_ROUNDS`` (default 2) sets the rounds;
+``BENCH_DEDUP_MB=40`` caps the corpus (the first files in walk order, as a tree of symlinks)
+for a quicker run.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import sys
 import sysconfig
+import tempfile
 import time
 from pathlib import Path
 
 THRESHOLD = 0.85
 NUM_PERM = 256
+EXCLUDE = ("__pycache__", ".git")  # sources.DEFAULT_EXCLUDE: what the command skips
 
 
 def corpus_files() -> list[Path]:
@@ -60,29 +79,18 @@ def read_texts(files: list[Path]) -> tuple[list[str], list[Path]]:
     return texts, kept
 
 
-# ----------------------------------------------------------------------------- workers
-# Each runs in a fresh interpreter: `python bench_dedup.py WORKER LISTFILE [SCHEME]`.
+def walk_py(root: Path) -> list[Path]:
+    """The ``.py`` files the command reads under ``root``, in its order (sorted os.walk,
+    ``__pycache__``/``.git`` skipped, symlinked directories not followed)."""
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in EXCLUDE)
+        out += [Path(dirpath) / f for f in sorted(filenames) if f.lower().endswith(".py")]
+    return out
 
 
-def _worker_ours(files: list[Path], scheme: str) -> int:
-    from codegen_core.data.lsh import NearDuplicateIndex  # noqa: PLC0415
-    from codegen_core.data.minhash import MinHashConfig  # noqa: PLC0415
-
-    index = NearDuplicateIndex(MinHashConfig(scheme=scheme))
-    kept: list[Path] = []
-    batch: list[str] = []
-    for path in files:  # streaming: texts are not kept
-        try:
-            batch.append(path.read_bytes().decode("utf-8"))
-        except (OSError, UnicodeDecodeError):
-            continue
-        kept.append(path)
-        if len(batch) == 512:
-            index.add(batch)
-            batch = []
-    index.add(batch)
-    result = index.find_duplicates(lambda ids: [kept[i].read_text("utf-8") for i in ids])
-    return result.num_removed
+# ----------------------------------------------------------------------------- datasketch
+# Runs in a fresh interpreter: `python bench_dedup.py datasketch ROOT OUT_DIR`.
 
 
 def _py_shingles(data: bytes, n: int = 5) -> set[bytes]:
@@ -95,24 +103,34 @@ def _py_shingles(data: bytes, n: int = 5) -> set[bytes]:
     return {b" ".join(tokens[i : i + n]) for i in range(max(1, len(tokens) - n + 1))}
 
 
-def _worker_datasketch(files: list[Path]) -> int:
-    """datasketch's LSH, then the same exact-Jaccard check of every candidate pair that our
-    pipeline does (documents re-read for the pairs, as ours fetches them), then clusters."""
+def _datasketch_job(root: Path, out: Path) -> None:
+    """The whole job with datasketch (see the module docstring); writes out/kept.txt."""
     from datasketch import MinHash, MinHashLSH  # noqa: PLC0415
 
+    from codegen_core.data import filters  # noqa: PLC0415
+    from codegen_core.data.exact import content_hash  # noqa: PLC0415
     from codegen_core.data.minhash import MinHashConfig  # noqa: PLC0415
 
-    cfg = MinHashConfig()
+    cfg, fcfg = MinHashConfig(), filters.FilterConfig()
     lsh = MinHashLSH(threshold=THRESHOLD, num_perm=NUM_PERM, weights=(cfg.fp_weight, cfg.fn_weight))
     template = MinHash(num_perm=NUM_PERM, seed=1)
-    kept: list[Path] = []
+    seen: set[bytes] = set()
+    kept: list[Path] = []  # after filters and exact dedup: the near-dedup ids
     candidates: list[tuple[int, int]] = []
-    for path in files:
+    for path in walk_py(root):
         try:
+            if path.stat().st_size > fcfg.max_file_bytes:
+                continue
             data = path.read_bytes()
-            data.decode("utf-8")
-        except (OSError, UnicodeDecodeError):
+        except OSError:
             continue
+        text, _ = filters.decode_source(data, fcfg)
+        if text is None or filters.content_reason(text, fcfg) is not None:
+            continue
+        digest = content_hash(text)
+        if digest in seen:
+            continue
+        seen.add(digest)
         doc = len(kept)
         kept.append(path)
         shingles = _py_shingles(data)
@@ -142,43 +160,58 @@ def _worker_datasketch(files: list[Path]) -> int:
             if common / (len(a) + len(b) - common) >= THRESHOLD:
                 ri, rj = find(i), find(j)
                 parent[max(ri, rj)] = min(ri, rj)
-    return sum(1 for i in range(len(parent)) if find(i) != i)
+    out.mkdir(parents=True, exist_ok=True)
+    names = [kept[i] for i in range(len(kept)) if find(i) == i]
+    (out / "kept.txt").write_text("".join(f"{n}\n" for n in names), encoding="utf-8")
 
 
-def _run_worker(argv: list[str]) -> None:
-    import resource  # noqa: PLC0415
-
-    worker, listfile = argv[0], argv[1]
-    files = [Path(p) for p in Path(listfile).read_text().splitlines()]
-    start = time.perf_counter()
-    removed = _worker_ours(files, argv[2]) if worker == "ours" else _worker_datasketch(files)
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    print(
-        json.dumps(
-            {
-                "removed": removed,
-                "cpu_s": usage.ru_utime + usage.ru_stime,
-                "wall_s": time.perf_counter() - start,
-                "peak_rss_mb": usage.ru_maxrss / 1024,
-            }
-        )
-    )
+# A process's peak RSS (ru_maxrss) starts at the resident size of the process it was forked
+# from (Linux carries the old mm's high-water mark across exec), so a side started straight
+# from pytest would report pytest's ~100 MB. Each side is started from this launcher
+# (``python -S``, a few MB) instead, which reports its child's rusage as JSON on stderr.
+_LAUNCHER = """
+import json, os, sys, time
+start = time.perf_counter()
+pid = os.fork()
+if pid == 0:
+    os.execv(sys.argv[1], sys.argv[1:])
+_, status, ru = os.wait4(pid, 0)
+print(json.dumps({"cpu_s": ru.ru_utime + ru.ru_stime, "wall_s": time.perf_counter() - start,
+                  "peak_rss_mb": ru.ru_maxrss / 1024, "rc": os.waitstatus_to_exitcode(status)}),
+      file=sys.stderr)
+"""
 
 
-def _measure(listfile: Path, *args: str) -> dict[str, float]:
+def _run(argv: list[str]) -> dict[str, float | str]:
+    """Run one side to completion: its CPU seconds (user + sys, all threads), wall, peak RSS,
+    and its stdout."""
     env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}
-    out = subprocess.run(
-        [sys.executable, __file__, *args[:1], str(listfile), *args[1:]],
-        check=True,
+    proc = subprocess.run(
+        [sys.executable, "-S", "-c", _LAUNCHER, *argv],
+        check=False,
+        env=env,
         capture_output=True,
         text=True,
-        env=env,
     )
-    return json.loads(out.stdout.strip().splitlines()[-1])
+    *_, last = proc.stderr.strip().splitlines() or [""]
+    usage = json.loads(last) if last.startswith("{") else {"rc": proc.returncode}
+    if proc.returncode != 0 or usage["rc"] != 0:
+        raise RuntimeError(f"{argv[:3]} failed ({usage['rc']}): {proc.stderr[-2000:]}")
+    return {**usage, "stdout": proc.stdout}
 
 
-if __name__ == "__main__":  # a worker: keep its imports (and so its memory) minimal
-    _run_worker(sys.argv[1:])
+def _ours_argv(root: Path, out: Path) -> list[str]:
+    exe = Path(sys.executable).with_name("codegen-core")
+    return [str(exe), "data", "dedup", str(root), "--out", str(out), "--no-progress",
+            "--threshold", str(THRESHOLD), "--num-perm", str(NUM_PERM), "--ngram", "5"]  # fmt: skip
+
+
+def _peer_argv(root: Path, out: Path) -> list[str]:
+    return [sys.executable, __file__, "datasketch", str(root), str(out)]
+
+
+if __name__ == "__main__":  # the datasketch worker: keep its imports (and memory) minimal
+    _datasketch_job(Path(sys.argv[2]), Path(sys.argv[3]))
     sys.exit(0)
 
 # ----------------------------------------------------------------------------- benchmarks
@@ -193,6 +226,26 @@ from codegen_core.data.minhash import MinHashConfig, minhash_signatures
 
 
 @pytest.fixture(scope="module")
+def corpus_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The standard library directory, or with BENCH_DEDUP_MB a tree of symlinks to its first
+    files (walk order) up to that many MB."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    if "BENCH_DEDUP_MB" not in os.environ:
+        return root
+    cap, total = float(os.environ["BENCH_DEDUP_MB"]) * 1e6, 0
+    tree = tmp_path_factory.mktemp("corpus")
+    for path in walk_py(root):
+        size = path.stat().st_size
+        if total + size > cap:
+            break
+        link = tree / path.relative_to(root)
+        link.parent.mkdir(parents=True, exist_ok=True)
+        link.symlink_to(path)
+        total += size
+    return tree
+
+
+@pytest.fixture(scope="module")
 def listfile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     files = corpus_files()
     path = tmp_path_factory.mktemp("bench") / "files.txt"
@@ -200,30 +253,49 @@ def listfile(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, float]:
     return path, sum(f.stat().st_size for f in files) / 1e6
 
 
-def test_speed_and_memory_vs_datasketch(benchmark, listfile: tuple[Path, float]) -> None:
+def test_speed_and_memory_vs_datasketch(benchmark, corpus_root: Path) -> None:
     pytest.importorskip("datasketch")
-    path, mb = listfile
-    runs = {
-        "codegen-core (permutations)": _measure(path, "ours", "permutations"),
-        "codegen-core (oph)": _measure(path, "ours", "oph"),
-        "datasketch": _measure(path, "datasketch"),
+    rounds = int(os.environ.get("BENCH_DEDUP_ROUNDS", "2"))
+    mb = sum(p.stat().st_size for p in walk_py(corpus_root)) / 1e6
+    load_start = os.getloadavg()
+    runs: dict[str, list[dict]] = {"ours": [], "datasketch": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp)
+        for r in range(rounds):  # alternate, so load changes hit both sides alike
+            runs["ours"].append(_run(_ours_argv(corpus_root, out / f"ours{r}")))
+            runs["datasketch"].append(_run(_peer_argv(corpus_root, out / f"peer{r}")))
+        ours_kept = (out / "ours0" / "kept.txt").read_text().splitlines()
+        peer_kept = (out / "peer0" / "kept.txt").read_text().splitlines()
+        summary = runs["ours"][0]["stdout"]
+    load_end = os.getloadavg()
+    med = {
+        side: {k: statistics.median(r[k] for r in rs) for k in ("cpu_s", "wall_s", "peak_rss_mb")}
+        for side, rs in runs.items()
     }
-    peer = runs["datasketch"]
-    print(f"\ncorpus: {mb:.1f} MB of .py under {sysconfig.get_paths()['stdlib']}")
-    for name, r in runs.items():
-        print(
-            f"{name:30s} {mb / r['cpu_s']:7.1f} MB/CPU-s  cpu {r['cpu_s']:7.2f} s  "
-            f"wall {r['wall_s']:7.2f} s  peak RSS {r['peak_rss_mb']:7.1f} MB  "
-            f"removed {r['removed']}"
-        )
-    for name in ("codegen-core (permutations)", "codegen-core (oph)"):
-        r = runs[name]
-        print(
-            f"{name}: throughput/CPU-s ours/peer = {peer['cpu_s'] / r['cpu_s']:.1f}x, "
-            f"peak memory ours/peer = {r['peak_rss_mb'] / peer['peak_rss_mb']:.3f}"
-        )
-    # In-process timing of our default end to end, for pytest-benchmark's table.
-    texts, _ = read_texts(Path(p) for p in path.read_text().splitlines())
+    print(f"\ncorpus: {mb:.1f} MB of .py under {corpus_root} (the whole job, files in, kept out)")
+    print(f"load average {load_start[0]:.1f} at the start, {load_end[0]:.1f} at the end; "
+          f"{rounds} rounds, alternated; medians")  # fmt: skip
+    for side, label in (("ours", "codegen-core data dedup"), ("datasketch", "datasketch job")):
+        m = med[side]
+        cpus = ", ".join(f"{r['cpu_s']:.2f}" for r in runs[side])
+        print(f"{label:24s} {mb / m['cpu_s']:7.1f} MB/CPU-s  cpu {m['cpu_s']:7.2f} s ({cpus})  "
+              f"wall {m['wall_s']:7.2f} s  peak RSS {m['peak_rss_mb']:7.1f} MB")  # fmt: skip
+    speed = med["datasketch"]["cpu_s"] / med["ours"]["cpu_s"]
+    memory = med["ours"]["peak_rss_mb"] / med["datasketch"]["peak_rss_mb"]
+    print(f"throughput per CPU-second ours/datasketch = {speed:.1f}x (target >= 30x: "
+          f"{'met' if speed >= 30 else 'NOT MET'}); peak memory ours/datasketch = {memory:.3f} "
+          f"(target <= 0.25: {'met' if memory <= 0.25 else 'NOT MET'})")  # fmt: skip
+    only_ours, only_peer = set(ours_kept) - set(peer_kept), set(peer_kept) - set(ours_kept)
+    print(f"kept: ours {len(ours_kept)}, datasketch {len(peer_kept)}; kept by one side only: "
+          f"{len(only_ours)} ours, {len(only_peer)} datasketch")  # fmt: skip
+    print("our command's summary:\n  " + summary.strip().replace("\n", "\n  "))
+    # Same job: the sides keep the same documents up to MinHash sampling near the threshold.
+    assert len(only_ours) + len(only_peer) <= max(10, len(ours_kept) // 500), (
+        sorted(only_ours)[:10],
+        sorted(only_peer)[:10],
+    )
+    # The API alone, in process, for pytest-benchmark's table (not the figure above).
+    texts, _ = read_texts(corpus_files()[:2000])
     benchmark.pedantic(near_dedup, args=(texts,), rounds=1, iterations=1)
 
 
