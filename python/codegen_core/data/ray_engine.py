@@ -714,23 +714,30 @@ def _run(
         )
         for b in range(nb)
     ]
+    # Objects live while a pending task or the driver refers to them: drop each stage's
+    # inputs from the driver once its consumers are submitted.
+    del scanned, exact
     st.wait("lsh-map", [m[0] for m in mapped], t)
+    survivors = [m[0] for m in mapped]
+    buckets = [m[1:] for m in mapped]
+    del mapped
     near_report: dict[str, Any] = {"enabled": near}
     near_by_block: list[list[Any]] = [[] for _ in range(nb)]
     if near:
         near_report, near_by_block = _near(
-            config, parts=parts, nb=nb, mapped=mapped, tables=tables, starts=starts, st=st
+            config, parts=parts, nb=nb, buckets=buckets, tables=tables, starts=starts, st=st
         )
 
     t = time.perf_counter()
     final = [
         _refs(
             _finalize.options(num_returns=3).remote(
-                config, tokenize, tables[b], mapped[b][0], tables, starts, *near_by_block[b]
+                config, tokenize, tables[b], survivors[b], tables, starts, *near_by_block[b]
             )
         )
         for b in range(nb)
     ]
+    del survivors, near_by_block
     st.wait("finalize+tokenize" if tokenize else "finalize", [f[0] for f in final], t)
 
     stats = FilterStats()
@@ -762,7 +769,7 @@ def _near(
     *,
     parts: int,
     nb: int,
-    mapped: list[list[Any]],
+    buckets: list[list[Any]],
     tables: list[Any],
     starts: np.ndarray,
     st: _Stages,
@@ -771,11 +778,12 @@ def _near(
     reduced = [
         _refs(
             _lsh_reduce.options(num_returns=parts).remote(
-                config.minhash.max_bucket, parts, *[m[1 + p] for m in mapped]
+                config.minhash.max_bucket, parts, *[b[p] for b in buckets]
             )
         )
         for p in range(parts)
     ]
+    buckets.clear()  # the caller's list: the bucket partitions are freed once reduced
     st.wait("lsh-buckets", [r[0] for r in reduced], t)
 
     t = time.perf_counter()
@@ -787,14 +795,18 @@ def _near(
         )
         for p in range(parts)
     ]
+    del reduced
     st.wait("verify", [v[0] for v in verified], t)
     counts = ray.get([v[0] for v in verified])
+    edges = [v[1:] for v in verified]
+    del verified
 
     t = time.perf_counter()
     rounds = [
-        _refs(_cc_init.options(num_returns=2 + parts).remote(parts, *[v[1 + q] for v in verified]))
+        _refs(_cc_init.options(num_returns=2 + parts).remote(parts, *[e[q] for e in edges]))
         for q in range(parts)
     ]
+    del edges
     num_rounds = 0
     while sum(ray.get([r[0] for r in rounds])):
         num_rounds += 1
@@ -876,16 +888,19 @@ def prepare(
             plan.finish()
             dtypes = shard_dtypes(tok.vocab_size, config.pack.seq_len)
             token_refs = [(f[1], f[2]) for f in final]
+            del final
             writes = []
             for k in range(plan.num_shards):
                 block, doc, offset = plan.starts[k]
+                # through the block where the next shard starts (inclusive)
+                end = plan.starts[k + 1][0] + 1 if k + 1 < plan.num_shards else len(token_refs)
                 count = min(
                     config.sequences_per_shard, plan.sequences - k * config.sequences_per_shard
                 )
                 writes.append(
                     _write_shard.remote(
                         str(tmp), k, count, k == plan.num_shards - 1, (doc, offset),
-                        token_refs[block:], config.pack, dtypes,
+                        token_refs[block:end], config.pack, dtypes,
                     )
                 )  # fmt: skip
             st.wait("pack+write", writes, t)
