@@ -52,6 +52,16 @@ def _walk(root: Path, exclude_dirs: tuple[str, ...]) -> Iterator[Path]:
             yield Path(dirpath) / fn
 
 
+def _walk_names(root: Path, exclude_dirs: tuple[str, ...]) -> Iterator[tuple[str, str]]:
+    """:func:`_walk` as (str(path), name) without building a Path per file (same order, same
+    strings)."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in exclude_dirs)
+        prefix = str(Path(dirpath) / "_")[:-1]  # exactly how Path joins ("" after ".")
+        for fn in sorted(filenames):
+            yield prefix + fn, fn
+
+
 def _text_of_json(line: bytes) -> tuple[str | None, str | None]:
     try:
         record = json.loads(line)
@@ -181,15 +191,15 @@ def iter_refs(
         if not root.exists():
             raise FileNotFoundError(f"input {root} does not exist")
     for root in roots:
-        paths = _walk(root, exclude_dirs) if root.is_dir() else iter([root])
-        for path in paths:
-            if path.name.lower().endswith(JSONL_SUFFIXES):
-                for ref, text, reason in _iter_jsonl(path, config, decode=False):
+        names = _walk_names(root, exclude_dirs) if root.is_dir() else iter([(str(root), root.name)])
+        for path, name in names:
+            if name.lower().endswith(JSONL_SUFFIXES):
+                for ref, text, reason in _iter_jsonl(Path(path), config, decode=False):
                     yield ref, (reason if text is None else None)
-            elif not filters.extension_ok(path.name, config):
-                yield SourceRef(str(path)), filters.EXTENSION
+            elif not filters.extension_ok(name, config):
+                yield SourceRef(path), filters.EXTENSION
             else:
-                yield SourceRef(str(path)), None
+                yield SourceRef(path), None
 
 
 def read_document_checked(ref: SourceRef, config: FilterConfig) -> tuple[str | None, str | None]:
