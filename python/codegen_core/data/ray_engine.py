@@ -3,7 +3,7 @@ byte-identical to the local path (:mod:`codegen_core.data.prepare`).
 
 Every stage is a set of Ray core tasks over *blocks* (consecutive runs of input files) or
 over *partitions* (hash buckets of a shuffle); a task calls the same functions as the local
-path (``sources.read_documents``, ``content_hash``, ``minhash_signatures``, ``band_keys``,
+path (``sources.read_block`` / ``read_checked``, ``minhash_signatures``, ``band_keys``,
 ``candidate_pairs``, ``exact_jaccard``, ``cluster_roots``, the tokenizer, :class:`Packer`,
 :func:`write_shard`) on one block or partition with one native thread (one CPU per task)::
 
@@ -64,7 +64,6 @@ from codegen_core._core import (
     signature_similarity,
 )
 from codegen_core.data import sources
-from codegen_core.data.exact import content_hash
 from codegen_core.data.filters import FilterStats
 from codegen_core.data.lsh import NearDuplicateIndex
 from codegen_core.data.minhash import minhash_signatures
@@ -74,7 +73,6 @@ from codegen_core.data.prepare import (
     REPORT,
     PrepareConfig,
     TokenizerLike,
-    _read_checked,
     check_out_dir,
     load_tokenizer,
     manifest_metadata,
@@ -210,10 +208,12 @@ def _lookup(
     return refs, _cat(digests, np.uint8, 16), sigs
 
 
-def _texts(refs: list[sources.SourceRef], digests: np.ndarray, config: PrepareConfig) -> list[str]:
-    return [
-        _read_checked(r, d.tobytes(), config.filters) for r, d in zip(refs, digests, strict=True)
-    ]
+def _texts(
+    refs: list[sources.SourceRef], digests: np.ndarray, config: PrepareConfig, *, as_text: bool
+) -> list[sources.Document]:
+    """Re-read documents that passed the scan (ValueError if one changed since)."""
+    hashes = [d.tobytes() for d in digests]
+    return sources.read_checked(refs, hashes, config.filters, as_text=as_text, num_threads=1)
 
 
 _TOKENIZERS: dict[str, TokenizerLike] = {}
@@ -247,24 +247,29 @@ def _scan_block(block: int, files: list[tuple[int, str]], config: PrepareConfig,
     Returns (meta, table, band keys, ``parts`` exact-dedup partitions)."""
     listed = list(_block_refs(files, config))
     to_read = [ref for _, ref, reason in listed if reason is None]
-    read = iter(sources.read_documents(to_read, config.filters))
+    # One native call reads, filters and hashes the block (UTF-8 bytes, as the local scan).
+    docs, reasons, hashes = sources.read_block(
+        to_read, config.filters, as_text=False, num_threads=1
+    )
+    read = iter(zip(docs, reasons, hashes, strict=True))
     stats = FilterStats()
     ids: list[int] = []
     refs: list[sources.SourceRef] = []
-    texts: list[str] = []
+    texts: list[sources.Document] = []
+    kept_hashes: list[bytes] = []
     bytes_in = 0
     for doc_id, ref, listed_reason in listed:
-        text, reason = next(read) if listed_reason is None else (None, listed_reason)
+        doc, reason, digest = next(read) if listed_reason is None else (None, listed_reason, None)
         stats.record(ref.name, reason)
-        if text is None or reason is not None:
+        if doc is None or digest is None:
             continue
-        bytes_in += len(text.encode("utf-8"))
+        bytes_in += len(doc)
         ids.append(doc_id)
         refs.append(ref)
-        texts.append(text)
+        texts.append(doc)
+        kept_hashes.append(digest)
     id_arr = np.asarray(ids, dtype=np.int64)
-    digests = np.frombuffer(b"".join(content_hash(t) for t in texts), dtype=np.uint8)
-    digests = digests.reshape(len(texts), 16)
+    digests = np.frombuffer(b"".join(kept_hashes), dtype=np.uint8).reshape(len(texts), 16)
     keys = None
     sigs_kept = None
     if config.near_dedup:
@@ -383,7 +388,9 @@ def _verify(
             if mh.verify == "signature":
                 sim = signature_similarity(np.concatenate(sigs), local, 1)
             else:
-                sim = exact_jaccard(_texts(refs, digests, config), local, mh.ngram, 1)
+                sim = exact_jaccard(
+                    _texts(refs, digests, config, as_text=False), local, mh.ngram, 1
+                )
             similarity[start : start + chunk.shape[0]] = sim
         duplicate = similarity >= mh.threshold
     edges = pairs[duplicate]
@@ -522,7 +529,9 @@ def _finalize(  # noqa: PLR0917 (Ray passes task arguments by position)
         flat: list[np.ndarray] = []
         for start in range(0, kept.size, config.batch_documents):
             chunk = kept[start : start + config.batch_documents]
-            texts = _texts([table.refs[int(i)] for i in chunk], table.digests[chunk], config)
+            texts = _texts(
+                [table.refs[int(i)] for i in chunk], table.digests[chunk], config, as_text=True
+            )
             if hasattr(tok, "encode_batch_flat"):
                 ids_flat, offsets = tok.encode_batch_flat(
                     texts, disallowed_special=(), num_threads=1
