@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "data/filters.h"
+#include "data/walk.h"
 
 namespace py = pybind11;
 namespace cd = codegen::data;
@@ -26,6 +27,17 @@ cd::FilterOptions Options(uint64_t max_file_bytes, double max_mean_line_length,
   o.max_line_length = max_line_length;
   o.max_digit_fraction = max_digit_fraction;
   return o;
+}
+
+// os.fsencode of a str (surrogate escapes back to bytes), or the bytes themselves.
+std::string FsEncode(const py::handle& item) {
+  if (PyBytes_Check(item.ptr())) {
+    return std::string(PyBytes_AS_STRING(item.ptr()),
+                       static_cast<size_t>(PyBytes_GET_SIZE(item.ptr())));
+  }
+  auto raw = py::reinterpret_steal<py::object>(PyUnicode_EncodeFSDefault(item.ptr()));
+  if (!raw) throw py::error_already_set();
+  return std::string(PyBytes_AS_STRING(raw.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(raw.ptr())));
 }
 
 py::bytes AsBytes(const void* data, size_t size) {
@@ -105,17 +117,7 @@ void InitFilters(py::module_& m) {
         const size_t n = paths_in.size();
         std::vector<std::string> paths;
         paths.reserve(n);
-        for (size_t i = 0; i < n; ++i) {
-          py::object item = paths_in[i];
-          // os.fsencode: str paths with surrogate escapes become the original bytes.
-          py::object raw = PyBytes_Check(item.ptr())
-                               ? item
-                               : py::reinterpret_steal<py::object>(
-                                     PyUnicode_EncodeFSDefault(item.ptr()));
-          if (!raw) throw py::error_already_set();
-          paths.emplace_back(PyBytes_AS_STRING(raw.ptr()),
-                             static_cast<size_t>(PyBytes_GET_SIZE(raw.ptr())));
-        }
+        for (size_t i = 0; i < n; ++i) paths.push_back(FsEncode(paths_in[i]));
         const auto options = Options(max_file_bytes, max_mean_line_length, max_line_length,
                                      max_digit_fraction);
         std::vector<std::string> contents;
@@ -150,4 +152,31 @@ void InitFilters(py::module_& m) {
       py::arg("as_text"),
       "(reason codes: bytes [n], digests: bytes [16 n], docs: list of str (as_text) or bytes, "
       "None where dropped) of whole files read, filtered and hashed off the GIL.");
+
+  m.def(
+      "walk_files",
+      [](const py::object& root, const py::object& prefix, const py::sequence& exclude_in)
+          -> py::object {
+        const std::string root_b = FsEncode(root), prefix_b = FsEncode(prefix);
+        std::vector<std::string> exclude;
+        for (size_t i = 0; i < exclude_in.size(); ++i) exclude.push_back(FsEncode(exclude_in[i]));
+        std::vector<std::string> paths;
+        bool ok;
+        {
+          py::gil_scoped_release release;
+          ok = cd::WalkFiles(root_b, prefix_b, exclude, &paths);
+        }
+        if (!ok) return py::none();
+        py::list out(paths.size());
+        for (size_t i = 0; i < paths.size(); ++i) {
+          PyObject* path = PyUnicode_DecodeFSDefaultAndSize(
+              paths[i].data(), static_cast<Py_ssize_t>(paths[i].size()));
+          if (path == nullptr) throw py::error_already_set();
+          PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), path);
+        }
+        return std::move(out);
+      },
+      py::arg("root"), py::arg("prefix"), py::arg("exclude_dirs"),
+      "Files under root in sorted os.walk order (followlinks=False, exclude_dirs skipped), "
+      "each as prefix + relative path; None if a name is not valid UTF-8.");
 }

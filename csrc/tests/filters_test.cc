@@ -1,5 +1,6 @@
 // Unit tests for csrc/data: BLAKE2b against RFC 7693 / hashlib, the filter rules (order,
 // character counting, strict UTF-8), batch filtering and file reading.
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -11,6 +12,7 @@
 
 #include "data/blake2b.h"
 #include "data/filters.h"
+#include "data/walk.h"
 #include "tests/test_util.h"
 
 namespace {
@@ -152,4 +154,34 @@ TEST(FiltersBatchAndFiles) {
   std::remove(good.c_str());
   std::remove(big.c_str());
   rmdir(dir);
+}
+
+TEST(FiltersWalkInSortedOsWalkOrder) {
+  char dir_template[] = "/tmp/codegen_walk_test_XXXXXX";
+  const char* dir = mkdtemp(dir_template);
+  CHECK(dir != nullptr);
+  if (dir == nullptr) return;
+  const std::string root = dir;
+  for (const char* sub : {"/b", "/a", "/a/__pycache__", "/a/z"}) mkdir((root + sub).c_str(), 0755);
+  for (const char* f : {"/b.py", "/B.py", "/a/y.py", "/a/__pycache__/x.pyc", "/a/z/w.py", "/b/v"}) {
+    std::ofstream(root + f) << "x";
+  }
+  CHECK(symlink((root + "/a").c_str(), (root + "/link_to_a").c_str()) == 0);  // not entered
+  CHECK(symlink((root + "/b.py").c_str(), (root + "/c_link.py").c_str()) == 0);  // a file
+  std::vector<std::string> paths;
+  CHECK(codegen::data::WalkFiles(root, "R/", {"__pycache__"}, &paths));
+  const std::vector<std::string> want = {"R/B.py", "R/b.py", "R/c_link.py", "R/a/y.py",
+                                         "R/a/z/w.py", "R/b/v"};
+  CHECK(paths == want);
+  std::ofstream(root + "/bad\xff.py") << "x";  // not UTF-8: the caller must use Python
+  paths.clear();
+  CHECK(!codegen::data::WalkFiles(root, "R/", {"__pycache__"}, &paths));
+  paths.clear();
+  CHECK(codegen::data::WalkFiles(root + "/missing", "", {}, &paths));  // skipped, as os.walk
+  CHECK(paths.empty());
+  for (const char* f : {"/b.py", "/B.py", "/a/y.py", "/a/__pycache__/x.pyc", "/a/z/w.py", "/b/v",
+                        "/link_to_a", "/c_link.py", "/bad\xff.py"}) {
+    std::remove((root + f).c_str());
+  }
+  for (const char* sub : {"/a/__pycache__", "/a/z", "/a", "/b", ""}) rmdir((root + sub).c_str());
 }

@@ -105,6 +105,9 @@ def read_filter_files(
     num_threads: int,
     as_text: bool,
 ) -> tuple[bytes, bytes, list[str | bytes | None]]: ...  # (codes, digests, contents)
+def walk_files(
+    root: str | bytes, prefix: str | bytes, exclude_dirs: Sequence[str | bytes]
+) -> list[str] | None: ...  # sorted os.walk order; None: a name is not UTF-8
 
 # ---- CPU kernels (XLA FFI) ----------------------------------------------------------------
 def xla_ffi_targets() -> dict[str, object]: ...  # name -> PyCapsule of the handler

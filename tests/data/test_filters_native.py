@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from codegen_core import _core
 from codegen_core.data import filters, sources
 from codegen_core.data.exact import ExactDeduplicator, content_hash
 from codegen_core.data.filters import (
@@ -135,6 +136,12 @@ def _odd_files(root: Path) -> None:
     (root / "dir.py" / "inner.py").write_text("z = 3\n")
     (root / "broken.py").symlink_to(root / "missing.py")
     (root / "link.py").symlink_to(root / "ok.py")
+    (root / "sub").mkdir()
+    (root / "sub" / "__pycache__").mkdir()
+    (root / "sub" / "__pycache__" / "cached.py").write_text("c = 1\n")
+    (root / "sub" / "Upper.py").write_text("u = 1\n")
+    (root / "sub" / "\u00e9t\u00e9.py").write_text("e = 1\n")
+    (root / "linked_dir").symlink_to(root / "sub")  # listed as a directory, not entered
     os.mkfifo(root / "fifo.py")
     (root / "d.jsonl").write_text(
         '{"content": "a = 1\\n"}\nnot json\n\n{"text": "\\ud800"}\n{"code": "a = 1\\n"}\n'
@@ -194,6 +201,21 @@ def test_read_documents_on_the_standard_library() -> None:
             for item in block
         ]
         assert got == want and len(want) > 100
+
+
+def test_native_walk_equals_os_walk(odd_corpus: Path) -> None:
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    for root in (odd_corpus, stdlib / "email", stdlib / "json"):
+        want = [path for path, _ in sources._walk_names(root, sources.DEFAULT_EXCLUDE)]
+        assert want == [str(p) for p in sources._walk(root, sources.DEFAULT_EXCLUDE)]
+        assert sources._walk_paths(root, sources.DEFAULT_EXCLUDE) == want
+    odd = [path for path, _ in sources._walk_names(odd_corpus, ())]
+    assert any("__pycache__" in p for p in odd) and not any("linked_dir/" in p for p in odd)
+    # A name that is not UTF-8: Python's order (surrogate escapes), through the fallback.
+    (odd_corpus / os.fsdecode(b"caf\xe9.py")).write_bytes(b"x = 1\n")
+    assert _core.walk_files(str(odd_corpus), str(odd_corpus) + "/", ()) is None
+    want = [str(p) for p in sources._walk(odd_corpus, ())]
+    assert sources._walk_paths(odd_corpus, ()) == want and len(want) == len(odd) + 1
 
 
 def test_read_checked_refuses_changed_files(odd_corpus: Path) -> None:

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import stat
+import sys
 import sysconfig
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -60,6 +61,17 @@ def _walk_names(root: Path, exclude_dirs: tuple[str, ...]) -> Iterator[tuple[str
         prefix = str(Path(dirpath) / "_")[:-1]  # exactly how Path joins ("" after ".")
         for fn in sorted(filenames):
             yield prefix + fn, fn
+
+
+def _walk_paths(root: Path, exclude_dirs: tuple[str, ...]) -> Sequence[str]:
+    """The str paths of :func:`_walk_names`, listed natively (``_core.walk_files``, same order
+    and strings; about half the CPU); Python's walk where the native one declines (a name
+    that is not UTF-8, a file system encoding other than UTF-8). Holds one str per file."""
+    if sys.getfilesystemencoding() == "utf-8":
+        paths = _core.walk_files(str(root), str(root / "_")[:-1], exclude_dirs)
+        if paths is not None:
+            return paths
+    return [path for path, _ in _walk_names(root, exclude_dirs)]
 
 
 def _text_of_json(line: bytes) -> tuple[str | None, str | None]:
@@ -191,8 +203,9 @@ def iter_refs(
         if not root.exists():
             raise FileNotFoundError(f"input {root} does not exist")
     for root in roots:
-        names = _walk_names(root, exclude_dirs) if root.is_dir() else iter([(str(root), root.name)])
-        for path, name in names:
+        is_dir = root.is_dir()
+        for path in _walk_paths(root, exclude_dirs) if is_dir else [str(root)]:
+            name = path[path.rfind("/") + 1 :] if is_dir else root.name
             if name.lower().endswith(JSONL_SUFFIXES):
                 for ref, text, reason in _iter_jsonl(Path(path), config, decode=False):
                     yield ref, (reason if text is None else None)
