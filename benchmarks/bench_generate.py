@@ -38,6 +38,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from _record import record, row
 from codegen_core import _core
 from codegen_core.model import get_preset, init_cache
 from codegen_core.model.hf_io import params_from_state_dict
@@ -226,7 +227,60 @@ def run_benchmark(reps: int = REPS, log: Callable[[str], None] = print) -> dict[
             f"start, {bw_end[dt]['median']:.1f} at the end); target >= {CEILING_TARGET:.0%}: "
             f"{_met(r[f'ceiling_fraction_{dt}'] >= CEILING_TARGET)}")  # fmt: skip
     log(f"load average at the end {r['loadavg_end']:.2f}")
+    _record_generate(r)
     return r
+
+
+def _record_generate(r: dict[str, float]) -> None:
+    """benchmarks/results/generate[-<parts>].json for ``python -m benchmarks.report``."""
+    rows = []
+    for key, name, target in (
+        ("b1", "generation batch 1 fp32, end to end", 1.2),
+        ("b8", "generation batch 8 fp32, end to end", 1.5),
+        ("bf16_b1", "generation batch 1 bf16 both sides, end to end", 2.0),
+    ):
+        if f"ours_{key}" in r:
+            rows.append(
+                row(
+                    name,
+                    r[f"ours_{key}"],
+                    r[f"torch_{key}"],
+                    unit="tok/s",
+                    peer="transformers",
+                    ratio=r[f"ours_{key}"] / r[f"torch_{key}"],
+                    target=target,
+                )
+            )
+    if "prefill512_ours_s" in r:
+        ours, peer = r["prefill512_ours_s"], r["prefill512_torch_s"]
+        rows.append(
+            row(
+                "512-token prefill",
+                ours,
+                peer,
+                unit="s",
+                peer="transformers",
+                ratio=peer / ours,
+                target=1.2,
+            )
+        )
+    for dt in ("fp32", "bf16"):
+        if f"ceiling_fraction_{dt}" in r:
+            rows.append(
+                row(
+                    f"batch 1 {dt} decode, fraction of the read bandwidth",
+                    r[f"ceiling_fraction_{dt}"],
+                    unit="",
+                    target=CEILING_TARGET,
+                    compare="figure",
+                )
+            )
+    if rows:
+        record(
+            "generate" if set(PARTS) == set(ALL_PARTS) else "generate-" + "-".join(PARTS),
+            rows,
+            load_start=r["loadavg_start"],
+        )
 
 
 def _bf16_part(
