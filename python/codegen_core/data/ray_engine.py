@@ -40,6 +40,7 @@ MinHash stage.
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -881,15 +882,25 @@ def prepare(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_out_dir(out, overwrite, delete=False)
-    tok = load_tokenizer(config.tokenizer)
-    if tok.eos_token_id != config.pack.eos_id:
-        raise ValueError(f"tokenizer EOS {tok.eos_token_id} != pack eos_id {config.pack.eos_id}")
+    if (
+        config.tokenizer not in ("codegen", "codegen2", "gpt2")
+        and not Path(config.tokenizer).is_file()
+    ):
+        load_tokenizer(config.tokenizer)  # raises, naming the choices
+    # The driver needs only the tokenizer's vocabulary size and EOS: load it while Ray works.
+    loading = concurrent.futures.ThreadPoolExecutor(1)
+    tok_future = loading.submit(load_tokenizer, config.tokenizer)
+    loading.shutdown(wait=False)
     tmp = Path(tempfile.mkdtemp(prefix=".prepare-ray-", dir=out))
     try:
         with ray_session(options) as workers:
             report, final, st = _run(
                 inputs, config, workers, options, tokenize=True, progress=progress
             )
+            tok = tok_future.result()
+            if tok.eos_token_id != config.pack.eos_id:
+                eos = tok.eos_token_id
+                raise ValueError(f"tokenizer EOS {eos} != pack eos_id {config.pack.eos_id}")
             t = time.perf_counter()
             plan = _PackPlan(config.pack, config.sequences_per_shard)
             for b, f in enumerate(final):
