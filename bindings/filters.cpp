@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "common/parallel.h"
 #include "data/filters.h"
 #include "data/walk.h"
 
@@ -39,6 +40,17 @@ std::string FsEncode(const py::handle& item) {
   if (!raw) throw py::error_already_set();
   return std::string(PyBytes_AS_STRING(raw.ptr()), static_cast<size_t>(PyBytes_GET_SIZE(raw.ptr())));
 }
+
+// New references to bytes objects being filled; released (with the GIL held) on exit.
+struct OwnedBuffers {
+  explicit OwnedBuffers(size_t n) : items(n, nullptr) {}
+  ~OwnedBuffers() {
+    for (PyObject* item : items) Py_XDECREF(item);
+  }
+  OwnedBuffers(const OwnedBuffers&) = delete;
+  OwnedBuffers& operator=(const OwnedBuffers&) = delete;
+  std::vector<PyObject*> items;
+};
 
 py::bytes AsBytes(const void* data, size_t size) {
   return py::reinterpret_steal<py::bytes>(
@@ -120,28 +132,79 @@ void InitFilters(py::module_& m) {
         for (size_t i = 0; i < n; ++i) paths.push_back(FsEncode(paths_in[i]));
         const auto options = Options(max_file_bytes, max_mean_line_length, max_line_length,
                                      max_digit_fraction);
-        std::vector<std::string> contents;
         std::vector<cd::Reason> reasons(n);
+        std::vector<uint64_t> sizes(n);
         std::string digests(n * cd::kDigestSize, '\0');
+        auto* digest_ptr = reinterpret_cast<uint8_t*>(digests.data());
         {
           py::gil_scoped_release release;
-          cd::ReadAndFilterFiles(paths, options, num_threads, &contents, reasons.data(),
-                                 reinterpret_cast<uint8_t*>(digests.data()));
+          codegen::ParallelFor(n, 64, num_threads, [&](size_t begin, size_t end) {
+            for (size_t i = begin; i < end; ++i) {
+              reasons[i] = cd::StatFile(paths[i], options.max_file_bytes, &sizes[i]);
+            }
+          });
+        }
+        // Files are read straight into bytes objects made for their stat() size: no copy.
+        OwnedBuffers bufs(n);
+        std::vector<char*> data(n, nullptr);
+        for (size_t i = 0; i < n; ++i) {
+          if (reasons[i] != cd::Reason::kKeep) continue;
+          bufs.items[i] = PyBytes_FromStringAndSize(nullptr, static_cast<Py_ssize_t>(sizes[i]));
+          if (bufs.items[i] == nullptr) throw py::error_already_set();
+          data[i] = PyBytes_AS_STRING(bufs.items[i]);
+        }
+        std::vector<uint8_t> changed(n, 0);  // size differs from stat's: read again below
+        {
+          py::gil_scoped_release release;
+          codegen::ParallelFor(n, 8, num_threads, [&](size_t begin, size_t end) {
+            for (size_t i = begin; i < end; ++i) {
+              if (reasons[i] != cd::Reason::kKeep) continue;
+              const cd::Reason read = cd::ReadExact(paths[i], sizes[i], data[i]);
+              if (read == cd::Reason::kTooLarge) {
+                changed[i] = 1;
+              } else if (read != cd::Reason::kKeep) {
+                reasons[i] = read;
+              } else {
+                const std::string_view doc(data[i], static_cast<size_t>(sizes[i]));
+                reasons[i] = cd::BytesReason(doc, options);
+                if (reasons[i] == cd::Reason::kKeep) {
+                  cd::ContentDigest(doc, digest_ptr + cd::kDigestSize * i);
+                }
+              }
+            }
+          });
+        }
+        for (size_t i = 0; i < n; ++i) {  // rare: the file changed between stat and read
+          if (!changed[i]) continue;
+          std::string doc;
+          {
+            py::gil_scoped_release release;
+            reasons[i] = cd::ReadFileBytes(paths[i], options.max_file_bytes, &doc);
+            if (reasons[i] == cd::Reason::kKeep) reasons[i] = cd::BytesReason(doc, options);
+            if (reasons[i] == cd::Reason::kKeep) {
+              cd::ContentDigest(doc, digest_ptr + cd::kDigestSize * i);
+            }
+          }
+          Py_CLEAR(bufs.items[i]);
+          if (reasons[i] != cd::Reason::kKeep) continue;
+          bufs.items[i] = PyBytes_FromStringAndSize(doc.data(), static_cast<Py_ssize_t>(doc.size()));
+          if (bufs.items[i] == nullptr) throw py::error_already_set();
         }
         py::list docs(n);
         for (size_t i = 0; i < n; ++i) {
           PyObject* doc;
           if (reasons[i] != cd::Reason::kKeep) {
+            Py_CLEAR(bufs.items[i]);
             doc = Py_NewRef(Py_None);
           } else if (as_text) {  // valid UTF-8 already checked: decoding cannot fail
-            doc = PyUnicode_DecodeUTF8(contents[i].data(),
-                                       static_cast<Py_ssize_t>(contents[i].size()), "strict");
+            doc = PyUnicode_DecodeUTF8(PyBytes_AS_STRING(bufs.items[i]),
+                                       PyBytes_GET_SIZE(bufs.items[i]), "strict");
+            Py_CLEAR(bufs.items[i]);
+            if (doc == nullptr) throw py::error_already_set();
           } else {
-            doc = PyBytes_FromStringAndSize(contents[i].data(),
-                                            static_cast<Py_ssize_t>(contents[i].size()));
+            doc = bufs.items[i];
+            bufs.items[i] = nullptr;  // the list owns it now
           }
-          if (doc == nullptr) throw py::error_already_set();
-          std::string().swap(contents[i]);  // free as we go: peak is one copy, not two
           PyList_SET_ITEM(docs.ptr(), static_cast<Py_ssize_t>(i), doc);
         }
         return py::make_tuple(AsBytes(reasons.data(), n), AsBytes(digests.data(), digests.size()),

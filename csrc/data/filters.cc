@@ -289,6 +289,44 @@ Reason ReadFileBytes(const std::string& path, uint64_t max_file_bytes, std::stri
   return Reason::kKeep;
 }
 
+Reason StatFile(const std::string& path, uint64_t max_file_bytes, uint64_t* size) {
+  *size = 0;
+  if (path.find('\0') != std::string::npos) return Reason::kUnreadable;
+  struct stat info;
+  if (::stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return Reason::kUnreadable;
+  if (static_cast<uint64_t>(info.st_size) > max_file_bytes) return Reason::kTooLarge;
+  *size = static_cast<uint64_t>(info.st_size);
+  return Reason::kKeep;
+}
+
+Reason ReadExact(const std::string& path, uint64_t size, char* buf) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return Reason::kUnreadable;
+  uint64_t got = 0;
+  Reason reason = Reason::kKeep;
+  char probe;
+  for (;;) {  // up to `size` bytes, then one more read that must find the end
+    const bool full = got == size;
+    const ssize_t r = full ? ::read(fd, &probe, 1) : ::read(fd, buf + got, size - got);
+    if (r < 0) {
+      if (errno == EINTR) continue;
+      reason = Reason::kUnreadable;
+      break;
+    }
+    if (r == 0) {
+      if (!full) reason = Reason::kTooLarge;  // shrank since stat
+      break;
+    }
+    if (full) {
+      reason = Reason::kTooLarge;  // grew since stat
+      break;
+    }
+    got += static_cast<uint64_t>(r);
+  }
+  ::close(fd);
+  return reason;
+}
+
 void ReadAndFilterFiles(const std::vector<std::string>& paths, const FilterOptions& options,
                         int num_threads, std::vector<std::string>* contents, Reason* reasons,
                         uint8_t* digests) {

@@ -83,6 +83,15 @@ void FilterDocuments(const std::vector<std::string_view>& docs, const uint8_t* t
 // or the bytes read exceed max_file_bytes. On kKeep `out` holds the whole file.
 Reason ReadFileBytes(const std::string& path, uint64_t max_file_bytes, std::string* out);
 
+// The two halves of ReadFileBytes, for callers that own the buffers (the bindings read
+// straight into Python bytes objects): StatFile gives kKeep and the size of a regular file
+// of at most max_file_bytes (else kUnreadable or kTooLarge, as ReadFileBytes); ReadExact then
+// reads it into buf[0 .. size). ReadExact returns kUnreadable if the file cannot be opened or
+// read, and kTooLarge if its size is no longer `size` (it changed: redo it with
+// ReadFileBytes), else kKeep.
+Reason StatFile(const std::string& path, uint64_t max_file_bytes, uint64_t* size);
+Reason ReadExact(const std::string& path, uint64_t size, char* buf);
+
 // A batch of files: read (ReadFileBytes), filter (BytesReason) and hash (ContentDigest) each,
 // on up to num_threads threads. contents[i] holds the bytes of a kept file, and is empty for a
 // dropped one; `reasons` and `digests` as in FilterDocuments.

@@ -272,9 +272,9 @@ def read_block(
                 docs[i] = text if as_text else data
                 digests[i] = hashlib.blake2b(data, digest_size=16).digest()  # = content_hash
             continue
-        # Path(...).name without building a Path, where the path is already normalised.
-        plain = "/." not in ref.path and not ref.path.endswith("/")
-        name = ref.path.rsplit("/", 1)[-1] if plain else Path(ref.path).name
+        # Path(...).name without building a Path: they differ only after a final "/" or "."
+        tail = ref.path.rsplit("/", 1)[-1]
+        name = tail if tail not in ("", ".") else Path(ref.path).name
         if name.lower().endswith(JSONL_SUFFIXES):
             reasons[i] = filters.UNREADABLE
         elif not filters.extension_ok(name, config):
