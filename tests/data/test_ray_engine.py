@@ -188,3 +188,18 @@ def test_rerun_refused_without_overwrite(
     assert got.pop("notes.md") == b"mine"
     assert got == local_prepare
     assert not [p for p in out.iterdir() if p.is_dir()], "the temporary directory is left"
+
+
+@pytest.mark.parametrize("root", [".", "NAME", "./NAME/", "ABS"])
+def test_driver_listing_spells_paths_as_the_local_walk(
+    root: str, corpus: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Document names come from the listing, so it must match ``sources._walk`` exactly."""
+    from codegen_core.data import sources  # noqa: PLC0415
+
+    monkeypatch.chdir(corpus if root == "." else corpus.parent)
+    start = Path(str(corpus) if root == "ABS" else root.replace("NAME", corpus.name))
+    exclude = (*sources.DEFAULT_EXCLUDE, "near")
+    want = [str(p) for p in sources._walk(start, exclude)]
+    assert len(want) > 200
+    assert list(ray_engine._walk_names(start, exclude)) == want

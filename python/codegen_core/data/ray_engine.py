@@ -48,7 +48,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -64,7 +64,7 @@ from codegen_core._core import (
     exact_jaccard,
     signature_similarity,
 )
-from codegen_core.data import sources
+from codegen_core.data import filters, sources
 from codegen_core.data.filters import FilterStats
 from codegen_core.data.lsh import NearDuplicateIndex
 from codegen_core.data.minhash import minhash_signatures
@@ -232,12 +232,17 @@ def _tokenizer(name: str) -> TokenizerLike:
 def _block_refs(
     files: list[tuple[int, str]], config: PrepareConfig
 ) -> Iterator[tuple[int, sources.SourceRef, str | None]]:
+    """What ``sources.iter_refs`` gives for each file, without a stat per plain file (a
+    missing or dangling one is reported ``unreadable`` by ``read_block``, as locally)."""
     for index, name in files:
-        path = Path(name)
-        if path.exists():
-            listed = sources.iter_refs([path], config.filters, ())
-        else:  # dangling symlink (or gone): read_documents says why, as the local path does
-            listed = iter([(sources.SourceRef(name), None)])
+        base = name.rsplit("/", 1)[-1]
+        listed: Iterable[tuple[sources.SourceRef, str | None]]
+        if base.lower().endswith(sources.JSONL_SUFFIXES) and Path(name).exists():
+            listed = sources.iter_refs([name], config.filters, ())
+        elif not filters.extension_ok(base, config.filters):
+            listed = [(sources.SourceRef(name), filters.EXTENSION)]
+        else:
+            listed = [(sources.SourceRef(name), None)]
         for ref, reason in listed:
             yield (index << _LINE_BITS) | max(ref.line, 0), ref, reason
 
@@ -641,6 +646,17 @@ class _PackPlan:
         return -(-self.sequences // self.per_shard)
 
 
+def _walk_names(root: Path, exclude_dirs: tuple[str, ...]) -> Iterator[str]:
+    """``sources._walk``'s paths (same order, same spelling) as strings, without a Path per
+    file: the driver lists millions of them."""
+    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
+        dirnames[:] = sorted(d for d in dirnames if d not in exclude_dirs)
+        prefix = str(Path(dirpath))
+        prefix = "" if prefix == "." else prefix if prefix.endswith("/") else prefix + "/"
+        for name in sorted(filenames):
+            yield prefix + name
+
+
 def _list_files(inputs: Sequence[str | Path], exclude_dirs: tuple[str, ...]) -> list[str]:
     roots = [Path(p) for p in inputs]
     for root in roots:
@@ -649,7 +665,7 @@ def _list_files(inputs: Sequence[str | Path], exclude_dirs: tuple[str, ...]) -> 
     files: list[str] = []
     for root in roots:
         if root.is_dir():
-            files += [str(p) for p in sources._walk(root, exclude_dirs)]
+            files += _walk_names(root, exclude_dirs)
         else:
             files.append(str(root))
     return files
