@@ -151,6 +151,19 @@ TEST(FiltersBatchAndFiles) {
   CHECK_EQ(Code(file_reasons[2]), Code(Reason::kUnreadable));  // a directory
   CHECK_EQ(Code(file_reasons[3]), Code(Reason::kUnreadable));  // missing
   CHECK(contents[1].empty() && contents[2].empty());
+  // Stat then read into a caller's buffer; a size change in between is reported.
+  uint64_t size = 0;
+  CHECK_EQ(Code(codegen::data::StatFile(good, 1000, &size)), Code(Reason::kKeep));
+  CHECK_EQ(size, uint64_t{22});
+  std::string buf(size, '\0');
+  CHECK_EQ(Code(codegen::data::ReadExact(good, size, buf.data())), Code(Reason::kKeep));
+  CHECK_EQ(buf, contents[0]);
+  CHECK_EQ(Code(codegen::data::ReadExact(good, size - 1, buf.data())), Code(Reason::kTooLarge));
+  CHECK_EQ(Code(codegen::data::ReadExact(good, size + 1, buf.data())), Code(Reason::kTooLarge));
+  CHECK_EQ(Code(codegen::data::ReadExact(std::string(dir) + "/none", 1, buf.data())),
+           Code(Reason::kUnreadable));
+  CHECK_EQ(Code(codegen::data::StatFile(big, 1000, &size)), Code(Reason::kTooLarge));
+  CHECK_EQ(Code(codegen::data::StatFile(std::string(dir), 1000, &size)), Code(Reason::kUnreadable));
   std::remove(good.c_str());
   std::remove(big.c_str());
   rmdir(dir);

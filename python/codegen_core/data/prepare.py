@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from tqdm import tqdm
 
 from codegen_core.data import sources
 from codegen_core.data.exact import ExactDeduplicator, content_hash
@@ -29,6 +28,21 @@ from codegen_core.data.shards import MANIFEST, ShardWriter
 
 REPORT = "report.json"
 MAX_EXAMPLES = 20
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None: ...
+    def close(self) -> None: ...
+
+
+def tqdm(*args: Any, disable: bool = False, **kwargs: Any) -> Any:
+    """A tqdm progress bar, imported on first use (the import costs ~35 ms of CPU, 2% of a
+    whole ``data dedup`` of the standard library); nothing at all when disabled."""
+    if disable:
+        return _NoBar()
+    from tqdm import tqdm as bar  # noqa: PLC0415
+
+    return bar(*args, **kwargs)
 
 
 class TokenizerLike(Protocol):
