@@ -248,6 +248,14 @@ def _block_refs(
 
 
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _warm(config: PrepareConfig, tokenize: bool) -> None:
+    """Per-process set-up that the first task would otherwise pay inside a stage."""
+    config.minhash.lsh_params()
+    if tokenize:
+        _tokenizer(config.tokenizer)
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
 def _scan_block(block: int, files: list[tuple[int, str]], config: PrepareConfig, parts: int) -> Any:
     """Read, filter and hash one block; MinHash and band keys of the documents kept.
     Returns (meta, table, band keys, ``parts`` exact-dedup partitions)."""
@@ -703,6 +711,8 @@ def _run(
     st = _Stages(progress)
     parts = max(1, workers)
     t = time.perf_counter()
+    # Workers import this module (and load the tokenizer) while the driver lists the files.
+    warm = [_warm.remote(config, tokenize) for _ in range(workers)]
     files = _list_files(inputs, config.exclude_dirs)
     per_block = options.files_per_block or min(
         config.batch_documents, max(8, -(-len(files) // (4 * workers)))
@@ -719,6 +729,7 @@ def _run(
         for i, b in enumerate(blocks)
     ]
     st.wait("scan+minhash", [s[0] for s in scanned], t)
+    ray.get(warm)  # (done long ago; raises if the tokenizer cannot load)
     metas = ray.get([s[0] for s in scanned])
     tables = [s[1] for s in scanned]
 
