@@ -128,13 +128,16 @@ def scan(
         as_text=False,  # UTF-8 bytes: MinHash and the byte count need nothing else
         num_threads=threads,
     )
-    record = result.filter_stats.record
+    stats = result.filter_stats
+    record = stats.record
     bar = tqdm(desc="scan", unit=" docs", disable=not progress)
     for block in blocks:
+        passed = 0  # documents past the filters: counted per block, not one record() each
         for ref, doc, reason, digest in block:
-            record(ref.name, reason)
             if doc is None or digest is None:
+                record(ref.name, reason)
                 continue
+            passed += 1
             result.bytes_in += len(doc)
             earlier = exact.first_seen_digest(ref.name, digest)
             if earlier is not None:
@@ -147,6 +150,8 @@ def scan(
                 if len(batch) == config.batch_documents:
                     index.add(batch)
                     batch = []
+        stats.seen += passed
+        stats.kept += passed
         bar.update(len(block))
     bar.close()
     if index is not None:

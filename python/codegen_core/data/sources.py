@@ -202,17 +202,17 @@ def iter_refs(
     for root in roots:
         if not root.exists():
             raise FileNotFoundError(f"input {root} does not exist")
+    exts, extension = config.extensions, filters.EXTENSION
     for root in roots:
         is_dir = root.is_dir()
         for path in _walk_paths(root, exclude_dirs) if is_dir else [str(root)]:
-            name = path[path.rfind("/") + 1 :] if is_dir else root.name
-            if name.lower().endswith(JSONL_SUFFIXES):
+            # filters.extension_ok, inlined: this loop runs once per file of the input
+            name = (path[path.rfind("/") + 1 :] if is_dir else root.name).lower()
+            if name.endswith(JSONL_SUFFIXES):
                 for ref, text, reason in _iter_jsonl(Path(path), config, decode=False):
                     yield ref, (reason if text is None else None)
-            elif not filters.extension_ok(name, config):
-                yield SourceRef(path), filters.EXTENSION
             else:
-                yield SourceRef(path), None
+                yield SourceRef(path), (extension if exts and not name.endswith(exts) else None)
 
 
 def read_document_checked(ref: SourceRef, config: FilterConfig) -> tuple[str | None, str | None]:
@@ -314,16 +314,12 @@ def iter_read_blocks(
 
     def flush() -> list[tuple[SourceRef, Document | None, str | None, bytes | None]]:
         refs = [ref for ref, reason in pending if reason is None]
-        docs, reasons, digests = read_block(refs, config, as_text=as_text, num_threads=num_threads)
-        out: list[tuple[SourceRef, Document | None, str | None, bytes | None]] = []
-        k = 0
-        for ref, reason in pending:
-            if reason is None:
-                out.append((ref, docs[k], reasons[k], digests[k]))
-                k += 1
-            else:
-                out.append((ref, None, reason, None))
-        return out
+        read = zip(
+            refs, *read_block(refs, config, as_text=as_text, num_threads=num_threads), strict=True
+        )
+        return [
+            next(read) if reason is None else (ref, None, reason, None) for ref, reason in pending
+        ]
 
     for ref, reason in iter_refs(inputs, config, exclude_dirs):
         pending.append((ref, reason))
