@@ -139,8 +139,9 @@ void InitFilters(py::module_& m) {
         {
           py::gil_scoped_release release;
           codegen::ParallelFor(n, 64, num_threads, [&](size_t begin, size_t end) {
+            cd::DirCache dirs;  // inputs come directory by directory
             for (size_t i = begin; i < end; ++i) {
-              reasons[i] = cd::StatFile(paths[i], options.max_file_bytes, &sizes[i]);
+              reasons[i] = cd::StatFile(paths[i], options.max_file_bytes, &sizes[i], &dirs);
             }
           });
         }
@@ -157,9 +158,10 @@ void InitFilters(py::module_& m) {
         {
           py::gil_scoped_release release;
           codegen::ParallelFor(n, 8, num_threads, [&](size_t begin, size_t end) {
+            cd::DirCache dirs;
             for (size_t i = begin; i < end; ++i) {
               if (reasons[i] != cd::Reason::kKeep) continue;
-              const cd::Reason read = cd::ReadExact(paths[i], sizes[i], data[i]);
+              const cd::Reason read = cd::ReadExact(paths[i], sizes[i], data[i], &dirs);
               if (read == cd::Reason::kTooLarge) {
                 changed[i] = 1;
               } else if (read != cd::Reason::kKeep) {

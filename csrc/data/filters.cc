@@ -289,18 +289,39 @@ Reason ReadFileBytes(const std::string& path, uint64_t max_file_bytes, std::stri
   return Reason::kKeep;
 }
 
-Reason StatFile(const std::string& path, uint64_t max_file_bytes, uint64_t* size) {
+DirCache::~DirCache() {
+  if (fd_ >= 0) ::close(fd_);
+}
+
+std::pair<int, const char*> DirCache::Resolve(const std::string& path) {
+  const size_t slash = path.rfind('/');
+  if (slash == std::string::npos || slash == 0) return {AT_FDCWD, path.c_str()};
+  if (fd_ < 0 || path.compare(0, slash, dir_) != 0 || dir_.size() != slash) {
+    if (fd_ >= 0) ::close(fd_);
+    dir_.assign(path, 0, slash);
+    fd_ = ::open(dir_.c_str(), O_PATH | O_DIRECTORY | O_CLOEXEC);
+  }
+  if (fd_ < 0) return {AT_FDCWD, path.c_str()};
+  return {fd_, path.c_str() + slash + 1};
+}
+
+Reason StatFile(const std::string& path, uint64_t max_file_bytes, uint64_t* size,
+                DirCache* dirs) {
   *size = 0;
   if (path.find('\0') != std::string::npos) return Reason::kUnreadable;
+  const auto [dirfd, name] = dirs ? dirs->Resolve(path) : std::pair{AT_FDCWD, path.c_str()};
   struct stat info;
-  if (::stat(path.c_str(), &info) != 0 || !S_ISREG(info.st_mode)) return Reason::kUnreadable;
+  if (::fstatat(dirfd, name, &info, 0) != 0 || !S_ISREG(info.st_mode)) {
+    return Reason::kUnreadable;
+  }
   if (static_cast<uint64_t>(info.st_size) > max_file_bytes) return Reason::kTooLarge;
   *size = static_cast<uint64_t>(info.st_size);
   return Reason::kKeep;
 }
 
-Reason ReadExact(const std::string& path, uint64_t size, char* buf) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+Reason ReadExact(const std::string& path, uint64_t size, char* buf, DirCache* dirs) {
+  const auto [dirfd, name] = dirs ? dirs->Resolve(path) : std::pair{AT_FDCWD, path.c_str()};
+  const int fd = ::openat(dirfd, name, O_RDONLY | O_CLOEXEC);
   if (fd < 0) return Reason::kUnreadable;
   uint64_t got = 0;
   Reason reason = Reason::kKeep;

@@ -26,6 +26,7 @@
 #include <cstdint>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace codegen::data {
@@ -89,8 +90,30 @@ Reason ReadFileBytes(const std::string& path, uint64_t max_file_bytes, std::stri
 // reads it into buf[0 .. size). ReadExact returns kUnreadable if the file cannot be opened or
 // read, and kTooLarge if its size is no longer `size` (it changed: redo it with
 // ReadFileBytes), else kKeep.
-Reason StatFile(const std::string& path, uint64_t max_file_bytes, uint64_t* size);
-Reason ReadExact(const std::string& path, uint64_t size, char* buf);
+//
+// With a DirCache, both look the file up relative to its directory, opened once for a run
+// of files in the same directory (one path walk for the directory instead of one per file
+// and call; same results).
+class DirCache;
+Reason StatFile(const std::string& path, uint64_t max_file_bytes, uint64_t* size,
+                DirCache* dirs = nullptr);
+Reason ReadExact(const std::string& path, uint64_t size, char* buf, DirCache* dirs = nullptr);
+
+class DirCache {
+ public:
+  DirCache() = default;
+  ~DirCache();
+  DirCache(const DirCache&) = delete;
+  DirCache& operator=(const DirCache&) = delete;
+  // (dirfd, name) for the *at system calls: the directory of `path` (kept open until the
+  // next directory) and the last component; (AT_FDCWD, path) if there is no directory part
+  // or it cannot be opened. The name points into `path`.
+  std::pair<int, const char*> Resolve(const std::string& path);
+
+ private:
+  std::string dir_;
+  int fd_ = -1;
+};
 
 // A batch of files: read (ReadFileBytes), filter (BytesReason) and hash (ContentDigest) each,
 // on up to num_threads threads. contents[i] holds the bytes of a kept file, and is empty for a

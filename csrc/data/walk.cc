@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <utility>
 
 #include "data/filters.h"
 
@@ -26,7 +27,9 @@ bool Walk(const std::string& dir, const std::string& prefix,
           const std::vector<std::string>& exclude, std::vector<std::string>* paths) {
   DIR* d = ::opendir(dir.c_str());
   if (d == nullptr) return true;  // os.walk: a directory it cannot list is skipped
-  std::vector<std::string> files, dirs;
+  enum LinkState { kNotLink, kMaybeLink };
+  std::vector<std::string> files;
+  std::vector<std::pair<std::string, LinkState>> dirs;
   const std::string base = dir == "/" ? dir : dir + "/";
   bool ok = true;
   for (;;) {
@@ -50,17 +53,22 @@ bool Walk(const std::string& dir, const std::string& prefix,
     } else {
       is_dir = false;
     }
-    (is_dir ? dirs : files).push_back(name);
+    if (is_dir) {
+      dirs.push_back({name, e->d_type == DT_DIR ? kNotLink : kMaybeLink});
+    } else {
+      files.push_back(name);
+    }
   }
   ::closedir(d);
   if (!ok) return false;
   std::sort(files.begin(), files.end());
   for (const auto& f : files) paths->push_back(prefix + f);
   std::sort(dirs.begin(), dirs.end());
-  for (const auto& sub : dirs) {
+  for (const auto& [sub, link] : dirs) {
     if (std::find(exclude.begin(), exclude.end(), sub) != exclude.end()) continue;
     const std::string path = base + sub;
-    if (IsLink(path)) continue;  // followlinks=False
+    // followlinks=False; d_type DT_DIR already says "not a link" (os.walk asks lstat)
+    if (link == kMaybeLink && IsLink(path)) continue;
     if (!Walk(path, prefix + sub + "/", exclude, paths)) return false;
   }
   return true;

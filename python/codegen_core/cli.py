@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 import warnings
 from collections.abc import Sequence
@@ -94,6 +95,10 @@ def _warnings_above_progress_bars() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
+    if argv and argv[0] == "data":
+        # No BLAS in the data commands: OpenBLAS would start a thread per core at numpy's
+        # import, which spin ~30 ms of CPU for nothing.
+        os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
     parser = build_parser(_COMMAND_AREAS.get(argv[0], _AREAS) if argv else _AREAS)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

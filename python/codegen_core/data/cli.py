@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import gc
 import json
 import os
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+import numpy as np
 
 from codegen_core.data import sources
 from codegen_core.data.filters import FilterConfig
@@ -249,7 +252,13 @@ def _run_dedup(args: argparse.Namespace) -> int:
     try:
         inputs, config = _config(args)
         start = time.perf_counter()
-        scanned = scan(inputs, config, progress=not args.no_progress)
+        # The scan makes a few objects per input file and frees none of them in cycles: the
+        # collector would only re-walk them (~2% of the CPU of a stdlib-sized dedup).
+        gc.disable()
+        try:
+            scanned = scan(inputs, config, progress=not args.no_progress)
+        finally:
+            gc.enable()
     except (ValueError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -264,10 +273,9 @@ def _run_dedup(args: argparse.Namespace) -> int:
     removed = [f"{r}\texact\t{k}" for r, k in scanned.exact_duplicates]
     if scanned.near is not None:
         roots = scanned.near.roots
+        moved = np.flatnonzero(roots != np.arange(roots.size, dtype=roots.dtype))
         removed += [
-            f"{scanned.refs[i].name}\tnear\t{scanned.refs[int(roots[i])].name}"
-            for i in range(roots.size)
-            if roots[i] != i
+            f"{scanned.refs[i].name}\tnear\t{scanned.refs[int(roots[i])].name}" for i in moved
         ]
     (out / "removed.txt").write_text("".join(f"{r}\n" for r in removed), encoding="utf-8")
     (out / "report.json").write_text(json.dumps(report, indent=2, sort_keys=True) + "\n")
