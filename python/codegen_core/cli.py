@@ -94,11 +94,11 @@ def _warnings_above_progress_bars() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv and argv[0] == "data":
+    if argv is None and sys.argv[1:2] == ["data"]:  # a process of its own (not a test)
         # No BLAS in the data commands: OpenBLAS would start a thread per core at numpy's
         # import, which spin ~30 ms of CPU for nothing.
         os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser(_COMMAND_AREAS.get(argv[0], _AREAS) if argv else _AREAS)
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):
