@@ -15,11 +15,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from codegen_core import _core
+from codegen_core.cli import main
+from codegen_core.data import cli as data_cli
 from codegen_core.data import filters, sources
 from codegen_core.data.exact import ExactDeduplicator, content_hash
 from codegen_core.data.filters import (
     FilterConfig,
-    FilterStats,
     content_reason,
     content_reason_reference,
     content_reasons,
@@ -28,7 +29,7 @@ from codegen_core.data.filters import (
 )
 from codegen_core.data.lsh import NearDuplicateIndex
 from codegen_core.data.minhash import MinHashConfig
-from codegen_core.data.prepare import PrepareConfig, scan
+from codegen_core.data.prepare import PrepareConfig, ScanResult, scan
 
 CFG = FilterConfig()
 TIGHT = FilterConfig(max_mean_line_length=30, max_line_length=79, max_digit_fraction=0.3)
@@ -233,48 +234,69 @@ def test_read_checked_refuses_changed_files(odd_corpus: Path) -> None:
         sources.read_checked([ref], [digest], CFG)
 
 
-def _reference_scan(inputs: list[Path], config: PrepareConfig) -> tuple:
+def _reference_scan(inputs: list[Path], config: PrepareConfig) -> ScanResult:
     """The per-file Python scan that scan() replaced (text by text, content_reason,
     hashlib), as a reference."""
-    stats, exact = FilterStats(), ExactDeduplicator()
-    refs, digests, dups, texts, bytes_in = [], [], [], [], 0
-    for ref, text, read_reason in sources.iter_documents(inputs, config.filters):
+    result, exact = ScanResult(), ExactDeduplicator()
+    texts = []
+    for ref, text, read_reason in sources.iter_documents(
+        inputs, config.filters, config.exclude_dirs
+    ):
         reason = read_reason if text is None else content_reason(text, config.filters)
-        stats.record(ref.name, reason)
+        result.filter_stats.record(ref.name, reason)
         if text is None or reason is not None:
             continue
-        bytes_in += len(text.encode("utf-8"))
+        result.bytes_in += len(text.encode("utf-8"))
         digest = content_hash(text)
         earlier = exact.first_seen_digest(ref.name, digest)
         if earlier is not None:
-            dups.append((ref.name, earlier))
+            result.exact_duplicates.append((ref.name, earlier))
             continue
-        refs.append(ref)
-        digests.append(digest)
+        result.refs.append(ref)
+        result.digests.append(digest)
         texts.append(text)
-    index = NearDuplicateIndex(config.minhash)
-    index.add(texts)
-    near = index.find_duplicates(texts)
-    return stats.as_dict(), refs, digests, dups, bytes_in, near
+    if config.near_dedup:
+        index = NearDuplicateIndex(config.minhash)
+        index.add(texts)
+        result.near = index.find_duplicates(texts)
+    return result
 
 
 def test_scan_equals_per_file_reference(odd_corpus: Path) -> None:
     root = Path(sysconfig.get_paths()["stdlib"])
     inputs = [odd_corpus, root / "encodings", root / "json"]  # encodings: real near-dups
     config = PrepareConfig(minhash=MinHashConfig(num_threads=2), batch_documents=16)
-    stats, refs, digests, dups, bytes_in, near = _reference_scan(inputs, config)
+    want = _reference_scan(inputs, config)
     got = scan(inputs, config, progress=False)
-    assert got.filter_stats.as_dict() == stats
+    assert got.filter_stats.as_dict() == want.filter_stats.as_dict()
     assert (got.refs, got.digests, got.exact_duplicates, got.bytes_in) == (
-        refs,
-        digests,
-        dups,
-        bytes_in,
+        want.refs,
+        want.digests,
+        want.exact_duplicates,
+        want.bytes_in,
     )
-    assert got.near is not None and near.num_removed > 10
-    np.testing.assert_array_equal(got.near.roots, near.roots)
-    np.testing.assert_array_equal(got.near.pairs, near.pairs)
-    np.testing.assert_array_equal(got.near.similarity, near.similarity)
+    assert got.near is not None and want.near is not None and want.near.num_removed > 10
+    np.testing.assert_array_equal(got.near.roots, want.near.roots)
+    np.testing.assert_array_equal(got.near.pairs, want.near.pairs)
+    np.testing.assert_array_equal(got.near.similarity, want.near.similarity)
+
+
+def test_dedup_command_outputs_equal_per_file_reference(
+    odd_corpus: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kept.txt, removed.txt and report.json of ``data dedup``, byte for byte, against the
+    same command run on the per-file Python scan."""
+    root = Path(sysconfig.get_paths()["stdlib"])
+    inputs = [str(odd_corpus), str(root / "encodings"), str(root / "json")]
+    argv = ["data", "dedup", *inputs, "--no-progress", "--extensions", ".py,.txt"]
+    assert main([*argv, "--out", str(tmp_path / "native")]) == 0
+    monkeypatch.setattr(data_cli, "scan", lambda i, c, progress: _reference_scan(i, c))
+    assert main([*argv, "--out", str(tmp_path / "reference")]) == 0
+    for name in ("kept.txt", "removed.txt", "report.json"):
+        native = (tmp_path / "native" / name).read_bytes()
+        assert native == (tmp_path / "reference" / name).read_bytes(), name
+    assert b"\tnear\t" in (tmp_path / "native" / "removed.txt").read_bytes()
+    assert b"\texact\t" in (tmp_path / "native" / "removed.txt").read_bytes()
 
 
 def test_unreadable_file_is_reported_not_raised(odd_corpus: Path) -> None:
