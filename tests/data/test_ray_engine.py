@@ -203,3 +203,47 @@ def test_driver_listing_spells_paths_as_the_local_walk(
     want = [str(p) for p in sources._walk(start, exclude)]
     assert len(want) > 200
     assert list(ray_engine._walk_names(start, exclude)) == want
+
+
+@pytest.mark.parametrize("final", ["pad", "drop"])
+def test_pack_plan_replays_the_packer(final: str) -> None:
+    """The driver's length-only replay gives the Packer's statistics and, for every shard,
+    the (block, document, offset) its first sequence starts at."""
+    import numpy as np  # noqa: PLC0415
+
+    from codegen_core.data.pack import PackConfig, Packer  # noqa: PLC0415
+
+    rng = np.random.default_rng(0)
+    config = PackConfig(seq_len=64, min_tail=8, eos_id=0, pad_id=0, final=final)
+    blocks = [rng.integers(0, 150, size=int(rng.integers(0, 30))) for _ in range(12)]
+    plan = ray_engine._PackPlan(config, sequences_per_shard=3)
+    packer = Packer(config)
+    where, seqs = [], []  # where[g] = (block, doc, length) of document g
+    for b, lengths in enumerate(blocks):
+        plan.add(b, lengths)
+        for d, n in enumerate(lengths.tolist()):
+            # token = 1000 * document + position + 1 (EOS is 0): sequences say where they start
+            seqs += packer.add(1000 * len(where) + np.arange(1, n + 1))
+            where.append((b, d, n))
+    seqs += packer.finish()
+    plan.finish()
+    firsts = []
+    for i, seq in enumerate(seqs):
+        first = int(seq.tokens[0])
+        if first:  # inside a document
+            b, d, _ = where[(first - 1) // 1000]
+            firsts.append((b, d, (first - 1) % 1000))
+        else:  # the EOS of the document that ended the previous sequence
+            b, d, n = where[(int(seqs[i - 1].tokens[-1]) - 1) // 1000]
+            firsts.append((b, d, n))
+    stats = packer.stats
+    assert (plan.documents, plan.tokens_in, plan.dropped, plan.tails, plan.sequences) == (
+        stats.documents,
+        stats.tokens_in,
+        stats.tokens_dropped,
+        stats.tails_dropped,
+        stats.sequences,
+    )
+    assert plan.padding == stats.padding and stats.sequences == len(seqs) > 20
+    assert plan.num_shards == -(-len(seqs) // 3)
+    assert plan.starts[: plan.num_shards] == firsts[::3]
