@@ -161,15 +161,22 @@ def test_dedup_large_bucket(tmp_path: Path) -> None:
     assert report["near_dedup"]["candidate_pairs"] < 130 * 129 // 2  # not all pairs
 
 
-def test_worker_killed_during_minhash(
-    corpus: Path, local_prepare: dict[str, bytes], fault_dir: Path, tmp_path: Path
+@pytest.mark.parametrize("fault", ["minhash-1", "write-2"])
+def test_worker_killed_mid_run(
+    fault: str,
+    corpus: Path,
+    local_prepare: dict[str, bytes],
+    fault_dir: Path,
+    tmp_path: Path,
 ) -> None:
-    (fault_dir / "minhash-1").touch()  # the scan task of block 1 kills its worker once
+    """A worker dies (in the MinHash stage; after writing a shard, before reporting it): Ray
+    retries the task and the output is the same."""
+    (fault_dir / fault).touch()  # the task kills its worker once
     try:
         assert _run("prepare", corpus, tmp_path / "ray", "--engine", "ray") == 0
     finally:
-        (fault_dir / "minhash-1").unlink()
-    assert (fault_dir / "minhash-1.fired").exists(), "the worker was not killed"
+        (fault_dir / fault).unlink()
+    assert (fault_dir / f"{fault}.fired").exists(), "the worker was not killed"
     assert _files(tmp_path / "ray") == local_prepare
 
 

@@ -35,7 +35,7 @@ Fault tolerance: tasks are retried by Ray (``max_retries``) when a worker dies; 
 a pure function of its inputs, so a retried task produces the same objects. For tests,
 ``CODEGEN_CORE_RAY_FAULT_DIR`` (unset in normal use) names a directory: a file
 ``minhash-<block>`` there makes the scan task of that block kill its worker once, in the
-MinHash stage.
+MinHash stage; ``write-<shard>``, the writer of that shard once its files are written.
 """
 
 from __future__ import annotations
@@ -595,7 +595,9 @@ def _write_shard(  # noqa: PLR0917 (Ray passes task arguments by position)
         done += packer.finish()
     if len(done) < count:
         raise RuntimeError(f"shard {index}: packed {len(done)} sequences, planned {count}")
-    return write_shard(Path(out_dir), index, done[:count], *dtypes)
+    entry = write_shard(Path(out_dir), index, done[:count], *dtypes)
+    _fault_point("write", index)  # tests: die after writing, before reporting (then redone)
+    return entry
 
 
 # ---- the driver --------------------------------------------------------------------------
