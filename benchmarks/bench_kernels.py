@@ -46,6 +46,8 @@ from codegen_core.pallas_kernels.decode_attention import (
 from codegen_core.pallas_kernels.flash_attention import attention_reference, flash_attention
 from codegen_core.pallas_kernels.rotary import apply_rotary, rotary_reference
 
+from _record import record, row
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -154,6 +156,7 @@ def bench_accelerator(iters: int) -> list[str]:
         "|---|---|---|---|---|---|---|---|",
     ]
     key = jax.random.key(0)
+    times: dict[tuple[str, str, str], float] = {}  # (kernel, shape, impl) -> seconds
     for s in SHAPES:
         q, k, v = (jax.random.normal(kk, (s.batch, s.heads, s.seq, s.head_dim), jnp.bfloat16)
                    for kk in jax.random.split(key, 3))  # fmt: skip
@@ -174,6 +177,7 @@ def bench_accelerator(iters: int) -> list[str]:
                 except Exception as e:  # noqa: BLE001 - report, go on with the other impls
                     rows.append(f"| {kernel} | {s.name} | {impl} | failed: {type(e).__name__} |")
                     continue
+                times[kernel, s.name, impl] = sec
                 rows.append(
                     _row(kernel, s.name, impl, sec=sec, cost=flash_cost(s, bwd), peaks=peaks)
                 )
@@ -188,7 +192,7 @@ def bench_accelerator(iters: int) -> list[str]:
         if platform == "tpu":
             dec = {"pallas": jax.jit(decode_attention), **dec}
         for impl, f in dec.items():
-            sec = _time(f, qd, kc, vc, mask, off, iters=iters)
+            sec = times["decode", s.name, impl] = _time(f, qd, kc, vc, mask, off, iters=iters)
             rows.append(_row("decode", s.name, impl, sec=sec, cost=decode_cost(s), peaks=peaks))
         # rotary on q of a training batch
         x = jax.random.normal(key, (s.batch, s.seq, s.heads, s.head_dim), jnp.bfloat16)
@@ -198,9 +202,24 @@ def bench_accelerator(iters: int) -> list[str]:
         if platform == "tpu":
             rot = {"pallas": jax.jit(functools.partial(apply_rotary, backend="tpu", **kw)), **rot}
         for impl, f in rot.items():
-            sec = _time(f, x, pos, iters=iters)
+            sec = times["rotary", s.name, impl] = _time(f, x, pos, iters=iters)
             rows.append(_row("rotary", s.name, impl, sec=sec, cost=rotary_cost(s), peaks=peaks))
+    _record_kernels(times)
     return rows
+
+
+def _record_kernels(times: dict[tuple[str, str, str], float]) -> None:
+    """benchmarks/results/kernels.json: each Pallas kernel's time against each peer (ms;
+    ratio = peer time / ours, no target set by the issue)."""
+    out = []
+    for (kernel, shape, impl), sec in times.items():
+        ours = times.get((kernel, shape, "pallas"))
+        if impl == "pallas" or ours is None:
+            continue
+        out.append(row(f"{kernel}, {shape}", ours * 1e3, sec * 1e3, unit="ms", peer=impl,
+                       ratio=sec / ours))  # fmt: skip
+    if out:
+        record("kernels", out, extra={"backend": jax.default_backend()})
 
 
 # ---- interpret-mode correctness (any machine) -----------------------------------------------
