@@ -174,11 +174,46 @@ def test_engines_local_vs_ray(tmp_path: Path) -> None:
             f"{name:<10}{wall:>8.2f}{mb / wall:>8.1f}{local / wall:>9.2f}x{rss:>9.0f} MB"
             f"{init:>9.1f}s{local / (wall + init):>20.2f}x"
         )
+    _record_engines(results, mb, load_before[0])
     for (engine, workers), runs in results.items():
         if engine == "ray":
             stages = runs[len(runs) // 2]["stages"]
             shown = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
             print(f"ray x{workers} stages (s): {shown}")
+
+
+def _record_engines(results: dict[tuple[str, int], list[dict]], mb: float, load: float) -> None:
+    from _record import record, row  # noqa: PLC0415 (benchmarks/ is on sys.path)
+
+    def median(engine: str, workers: int, key: str) -> float:
+        return statistics.median(x[key] for x in results[(engine, workers)])
+
+    local = mb / median("local", 1, "wall")
+    rows = []
+    for workers in (1, 2):
+        ours = mb / median("ray", workers, "wall")
+        rows.append(
+            row(
+                f"data prepare, stdlib ({mb:.0f} MB): --engine ray, {workers} worker(s)",
+                ours,
+                local,
+                unit="MB/s",
+                peer="--engine local",
+                ratio=ours / local,
+                target=0.8 if workers == 2 else None,
+                note=(
+                    f"Ray start-up {median('ray', workers, 'init'):.1f} s not included; "
+                    f"driver peak RSS {max(x['rss_mb'] for x in results[('ray', workers)]):.0f}"
+                    f" MB vs local {max(x['rss_mb'] for x in results[('local', 1)]):.0f} MB"
+                ),
+            )
+        )
+    record(
+        "pipeline",
+        rows,
+        command="pytest benchmarks/bench_pipeline.py -s -k engines",
+        load_start=load,
+    )
 
 
 if __name__ == "__main__" and len(sys.argv) == 5 and sys.argv[1] == "--child":
