@@ -33,6 +33,7 @@ struct TextStats {
   uint64_t nul = 0;
   uint64_t newlines = 0;
   bool long_line = false;  // some line has more than max_line_length characters
+  bool ascii = true;       // no byte >= 0x80: valid UTF-8 without checking further
 };
 
 // Called at each line end: a line longer than the limit in bytes is counted in characters
@@ -62,6 +63,7 @@ void ScanScalar(const uint8_t* p, size_t begin, size_t end, LineCheck* lines, Te
     st->space += IsSpace(b);
     st->hex += IsHex(b);
     st->nul += b == 0;
+    st->ascii &= b < 0x80;
     if (b == '\n') {
       ++st->newlines;
       lines->End(i, st);
@@ -95,7 +97,7 @@ TextStats Scan(std::string_view text, double max_line_length) {
                 k_0 = _mm_set1_epi8('0'), k_a = _mm_set1_epi8('a'), k_20 = _mm_set1_epi8(0x20),
                 k_nine = _mm_set1_epi8(9), k_five = _mm_set1_epi8(5), k_zero = _mm_setzero_si128();
   while (i + 16 <= n) {
-    __m128i cont = k_zero, space = k_zero, hex = k_zero, nul = k_zero;
+    __m128i cont = k_zero, space = k_zero, hex = k_zero, nul = k_zero, high = k_zero;
     const size_t steps = std::min<size_t>((n - i) / 16, 255);
     for (size_t s = 0; s < steps; ++s, i += 16) {
       const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + i));
@@ -107,6 +109,7 @@ TextStats Scan(std::string_view text, double max_line_length) {
                                            LessEqU8(_mm_sub_epi8(_mm_or_si128(b, k_20), k_a),
                                                     k_five)));
       nul = _mm_sub_epi8(nul, _mm_cmpeq_epi8(b, k_zero));
+      high = _mm_or_si128(high, b);
       unsigned mask = static_cast<unsigned>(_mm_movemask_epi8(nl));
       while (mask != 0) {
         ++st.newlines;
@@ -118,6 +121,7 @@ TextStats Scan(std::string_view text, double max_line_length) {
     st.space += SumBytes(space);
     st.hex += SumBytes(hex);
     st.nul += SumBytes(nul);
+    st.ascii &= _mm_movemask_epi8(high) == 0;
   }
 #endif
   ScanScalar(p, i, n, &lines, &st);
@@ -215,7 +219,7 @@ Reason BytesReason(std::string_view bytes, const FilterOptions& options) {
   const TextStats st = Scan(bytes, options.max_line_length);  // one pass for every count
   if (st.space == bytes.size()) return Reason::kEmpty;
   if (st.nul != 0) return Reason::kBinary;
-  if (!IsValidUtf8(bytes)) return Reason::kNotUtf8;
+  if (!st.ascii && !IsValidUtf8(bytes)) return Reason::kNotUtf8;
   return ContentDecision(st, bytes.size(), bytes.back() == '\n', options);
 }
 
