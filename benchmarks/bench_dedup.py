@@ -289,6 +289,7 @@ def test_speed_and_memory_vs_datasketch(benchmark, corpus_root: Path) -> None:
     print(f"kept: ours {len(ours_kept)}, datasketch {len(peer_kept)}; kept by one side only: "
           f"{len(only_ours)} ours, {len(only_peer)} datasketch")  # fmt: skip
     print("our command's summary:\n  " + summary.strip().replace("\n", "\n  "))
+    _record_speed(mb, med, speed, memory, load=load_start[0], rounds=rounds)
     # Same job: the sides keep the same documents up to MinHash sampling near the threshold.
     assert len(only_ours) + len(only_peer) <= max(10, len(ours_kept) // 500), (
         sorted(only_ours)[:10],
@@ -297,6 +298,43 @@ def test_speed_and_memory_vs_datasketch(benchmark, corpus_root: Path) -> None:
     # The API alone, in process, for pytest-benchmark's table (not the figure above).
     texts, _ = read_texts(corpus_files()[:2000])
     benchmark.pedantic(near_dedup, args=(texts,), rounds=1, iterations=1)
+
+
+def _record_speed(
+    mb: float, med: dict, speed: float, memory: float, *, load: float, rounds: int
+) -> None:
+    from _record import record, row  # noqa: PLC0415 (benchmarks/ is on sys.path)
+
+    ours, peer = med["ours"], med["datasketch"]
+    rows = [
+        row(
+            f"data dedup command end to end, stdlib + site-packages ({mb:.0f} MB)",
+            mb / ours["cpu_s"],
+            mb / peer["cpu_s"],
+            unit="MB per CPU-s",
+            peer="datasketch (same job, streaming)",
+            ratio=speed,
+            target=30.0,
+            note=f"median of {rounds} alternated rounds; wall {ours['wall_s']:.1f} s vs "
+            f"{peer['wall_s']:.1f} s",
+        ),
+        row(
+            "data dedup command, peak RSS",
+            ours["peak_rss_mb"],
+            peer["peak_rss_mb"],
+            unit="MB",
+            peer="datasketch (same job, streaming)",
+            ratio=memory,
+            target=0.25,
+            op="<=",
+        ),
+    ]
+    record(
+        "dedup",
+        rows,
+        command="pytest benchmarks/bench_dedup.py -s --benchmark-enable -p no:cacheprovider -k speed",
+        load_start=load,
+    )
 
 
 def _predicted(pairs: np.ndarray) -> set[tuple[int, int]]:
