@@ -225,6 +225,50 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
           "(None = all); disallowed_special: ids that raise ValueError when not allowed (None = "
           "every special token not allowed); other special tokens are encoded as text.")
       .def(
+          "encode_numpy",
+          [](const BoundTokenizer& self, const py::str& text, const IdList& allowed_special,
+             const IdList& disallowed_special) {
+            const std::string_view view = Utf8View(text);
+            const SpecialPolicy policy = MakePolicy(allowed_special, disallowed_special);
+            std::vector<uint32_t> ids;
+            {
+              py::gil_scoped_release release;
+              self->Encode(view, policy, &ids);
+            }
+            IdArray out(static_cast<py::ssize_t>(ids.size()));
+            std::copy(ids.begin(), ids.end(), out.mutable_data());
+            return out;
+          },
+          py::arg("text"), py::arg("allowed_special") = std::vector<uint32_t>{},
+          py::arg("disallowed_special") = py::none(),
+          "encode() as a uint32 numpy array (no Python int per token).")
+      .def(
+          "encode_reference",
+          [](const BoundTokenizer& self, const py::str& text, const IdList& allowed_special,
+             const IdList& disallowed_special) {
+            const std::string_view view = Utf8View(text);
+            const SpecialPolicy policy = MakePolicy(allowed_special, disallowed_special);
+            std::vector<uint32_t> ids;
+            {
+              py::gil_scoped_release release;
+              self->EncodeReference(view, policy, &ids);
+            }
+            return self.ToList(ids);
+          },
+          py::arg("text"), py::arg("allowed_special") = std::vector<uint32_t>{},
+          py::arg("disallowed_special") = py::none(),
+          "encode() by the plain path (reference pre-tokenizer, uncached BPE): slow, for tests.")
+      .def(
+          "pre_tokenize_reference",
+          [](const BoundTokenizer&, const py::str& text) {
+            const std::string_view view = Utf8View(text);
+            std::vector<std::pair<size_t, size_t>> pieces;
+            codegen::bpe::SplitGpt2Reference(
+                view, [&](size_t b, size_t e) { pieces.emplace_back(b, e); });
+            return pieces;
+          },
+          py::arg("text"), "pre_tokenize() by the reference scanner (for tests).")
+      .def(
           "encode_batch",
           [](const BoundTokenizer& self, const py::list& texts, const IdList& allowed_special,
              const IdList& disallowed_special, size_t num_threads, bool flat) -> py::object {

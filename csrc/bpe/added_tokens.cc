@@ -20,7 +20,17 @@ bool SpecialPolicy::Rejects(uint32_t id) const {
 void AddedTokenTrie::Insert(std::string_view content, uint32_t token_index) {
   if (nodes_.empty()) nodes_.emplace_back();
   uint32_t node = 0;
+  if (!first_byte_[static_cast<unsigned char>(content[0])]) {
+    first_bytes_.push_back(static_cast<unsigned char>(content[0]));
+  }
   first_byte_[static_cast<unsigned char>(content[0])] = true;
+  if (content.size() == 1) {
+    single_byte_[static_cast<unsigned char>(content[0])] = true;
+  } else {
+    const size_t pair = (size_t{static_cast<unsigned char>(content[0])} << 8) |
+                        static_cast<unsigned char>(content[1]);
+    pair_bits_[pair >> 6] |= uint64_t{1} << (pair & 63);
+  }
   for (const char ch : content) {
     const auto b = static_cast<unsigned char>(ch);
     uint32_t child = Child(node, b);
@@ -35,13 +45,6 @@ void AddedTokenTrie::Insert(std::string_view content, uint32_t token_index) {
     node = child;
   }
   nodes_[node].token_index = token_index;
-}
-
-uint32_t AddedTokenTrie::Child(uint32_t node, unsigned char b) const {
-  if (node == 0) return root_children_[b];
-  const auto& kids = nodes_[node].children;
-  const auto it = std::lower_bound(kids.begin(), kids.end(), std::make_pair(b, 0u));
-  return (it != kids.end() && it->first == b) ? it->second : 0;
 }
 
 size_t AddedTokenTrie::LongestMatch(std::string_view text, size_t i, uint32_t* token_index) const {
@@ -88,8 +91,11 @@ void AddedTokenSplitter::SplitPass(const AddedTokenTrie& trie, std::string_view 
   const size_t n = text.size();
   size_t text_start = 0;  // start of the pending ordinary text
   size_t i = 0;
+  const auto* bytes = reinterpret_cast<const unsigned char*>(text.data());
   while (i < n) {
-    if (!trie.MayStartWith(static_cast<unsigned char>(text[i]))) {
+    i = trie.SkipToCandidate(bytes, i, n);
+    if (i >= n) break;
+    if (!trie.MayMatchAt(text, i)) {
       ++i;
       continue;
     }

@@ -13,6 +13,10 @@
 #include <string_view>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace codegen::bpe {
 
 struct AddedToken {
@@ -53,16 +57,57 @@ class AddedTokenTrie {
   // Longest token starting at text[i]: returns its length (0 if none) and its index.
   size_t LongestMatch(std::string_view text, size_t i, uint32_t* token_index) const;
   bool MayStartWith(unsigned char b) const { return first_byte_[b]; }
+  // The first position >= i (or n) whose byte may start a token. With at most four distinct
+  // first bytes (GPT-2: '<'; CodeGen: ' ', '\t', '<') 16 bytes are tested at a time.
+  size_t SkipToCandidate(const unsigned char* s, size_t i, size_t n) const {
+#if defined(__SSE2__)
+    if (!first_bytes_.empty() && first_bytes_.size() <= 4) {
+      const __m128i f0 = _mm_set1_epi8(static_cast<char>(first_bytes_[0]));
+      const __m128i f1 = _mm_set1_epi8(static_cast<char>(first_bytes_[1 % first_bytes_.size()]));
+      const __m128i f2 = _mm_set1_epi8(static_cast<char>(first_bytes_[2 % first_bytes_.size()]));
+      const __m128i f3 = _mm_set1_epi8(static_cast<char>(first_bytes_[3 % first_bytes_.size()]));
+      for (; i + 16 <= n; i += 16) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+        const __m128i hit = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, f0), _mm_cmpeq_epi8(v, f1)),
+                                         _mm_or_si128(_mm_cmpeq_epi8(v, f2), _mm_cmpeq_epi8(v, f3)));
+        const auto bits = static_cast<unsigned>(_mm_movemask_epi8(hit));
+        if (bits != 0) return i + static_cast<size_t>(__builtin_ctz(bits));
+      }
+    }
+#endif
+    while (i < n && !first_byte_[s[i]]) ++i;
+    return i;
+  }
+  // Whether a token may start at text[i] (a cheap filter: the first two bytes): false for
+  // most positions even where MayStartWith is true (a space before a word, for CodeGen's
+  // whitespace tokens).
+  bool MayMatchAt(std::string_view text, size_t i) const {
+    const auto b0 = static_cast<unsigned char>(text[i]);
+    if (single_byte_[b0]) return true;
+    if (i + 1 >= text.size()) return false;
+    const size_t pair = (size_t{b0} << 8) | static_cast<unsigned char>(text[i + 1]);
+    return (pair_bits_[pair >> 6] >> (pair & 63)) & 1u;
+  }
 
  private:
   struct Node {
     std::vector<std::pair<unsigned char, uint32_t>> children;  // sorted by byte
     int64_t token_index = -1;
   };
-  uint32_t Child(uint32_t node, unsigned char b) const;  // 0 = none (root is never a child)
+  // 0 = none (root is never a child). Nodes have few children: a linear scan.
+  uint32_t Child(uint32_t node, unsigned char b) const {
+    if (node == 0) return root_children_[b];
+    for (const auto& [c, child] : nodes_[node].children) {
+      if (c == b) return child;
+    }
+    return 0;
+  }
   std::vector<Node> nodes_;  // nodes_[0] is the root once anything is inserted
   std::array<bool, 256> first_byte_{};
+  std::vector<unsigned char> first_bytes_;  // the bytes set in first_byte_
   std::array<uint32_t, 256> root_children_{};  // the root's fan-out is wide: a direct table
+  std::array<bool, 256> single_byte_{};         // a token of one byte is that byte
+  std::array<uint64_t, 1024> pair_bits_{};      // bit (b0 << 8 | b1): a token starts b0 b1
 };
 
 // Splits text into added-token and ordinary segments.

@@ -65,9 +65,11 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
     merges_.Put(PairKey(l->second, r->second), Merge{static_cast<uint32_t>(rank), m->second});
   }
   num_merges_ = merges.size();
+  ignore_merges_ = ignore_merges;
 
   EncodeScratch scratch;
   std::vector<uint32_t> out;
+  std::vector<std::string_view> short_tokens;
   for (const auto& [bytes, id] : vocab) {
     if (!ignore_merges) {
       out.clear();
@@ -75,7 +77,53 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
       if (out.size() != 1 || out[0] != id) continue;
     }
     whole_tokens_.Insert(bytes, HashBytes(bytes), &id, 1);
+    if (bytes.size() >= 2 && bytes.size() <= PackedPieceMap::kMaxLen) short_tokens.push_back(bytes);
   }
+  // Room for the short whole tokens at under 40% load, so a thread's copy can cache as many
+  // other pieces again before it is reset.
+  unsigned log2_slots = 12;
+  while ((size_t{1} << log2_slots) * 2 < short_tokens.size() * 5) ++log2_slots;
+  packed_base_ = PackedPieceMap(log2_slots);
+  for (const std::string_view bytes : short_tokens) {
+    const PackedPiece key = PackPiece(bytes.data(), bytes.size(), false);
+    const uint64_t h = HashPacked(key);
+    // The id whole_tokens_ answers with (the first one, should a spelling repeat).
+    uint32_t count = 0;
+    const uint32_t* id = whole_tokens_.Find(bytes, HashBytes(bytes), &count);
+    if (packed_base_.Find(key, h) == nullptr) packed_base_.Insert(key, h, id, 1);
+  }
+}
+
+void BpeModel::ResetPacked(EncodeScratch* scratch) const {
+  scratch->packed.CopyFrom(packed_base_);
+  scratch->packed_ready = true;
+}
+
+uint32_t* BpeModel::EncodePackedMiss(const char* p, const PackedPiece& key, uint64_t hash,
+                                     EncodeScratch* scratch, uint32_t* dst) const {
+  auto& ids = scratch->ids;
+  const size_t n = key.len;
+  static_assert(PackedPieceMap::kMaxLen <= kSmallPiece, "packed pieces take the small loop");
+  ids.resize(n);
+  for (size_t k = 0; k < n; ++k) ids[k] = byte_ids_[static_cast<unsigned char>(p[k])];
+  MergeSmall(scratch);
+  const auto count = static_cast<uint32_t>(ids.size());
+  const PackedPieceMap::Slot* slot = scratch->packed.Insert(key, hash, ids.data(), count);
+  if (slot == nullptr) {
+    ResetPacked(scratch);  // full: back to the whole tokens
+    slot = scratch->packed.Insert(key, hash, ids.data(), count);
+  }
+  std::copy(ids.begin(), ids.end(), dst);
+  return dst + count;
+}
+
+uint32_t* BpeModel::EncodeLongTo(std::string_view piece, EncodeScratch* scratch,
+                                 uint32_t* dst) const {
+  auto& ids = scratch->long_ids;
+  ids.clear();
+  EncodePiece(piece, scratch, &ids);
+  std::copy(ids.begin(), ids.end(), dst);
+  return dst + ids.size();
 }
 
 void BpeModel::MergeSmall(EncodeScratch* scratch) const {
@@ -316,6 +364,22 @@ void BpeModel::EncodePiece(std::string_view piece, EncodeScratch* scratch,
   EncodePieceUncached(piece, scratch, out);
   scratch->cache.Insert(piece, hash, out->data() + before,
                         static_cast<uint32_t>(out->size() - before));
+}
+
+}  // namespace codegen::bpe
+
+namespace codegen::bpe {
+
+void BpeModel::EncodePieceReference(std::string_view piece, EncodeScratch* scratch,
+                                    std::vector<uint32_t>* out) const {
+  if (ignore_merges_) {
+    uint32_t count = 0;
+    if (const uint32_t* id = whole_tokens_.Find(piece, HashBytes(piece), &count)) {
+      out->push_back(*id);
+      return;
+    }
+  }
+  EncodePieceUncached(piece, scratch, out);
 }
 
 }  // namespace codegen::bpe

@@ -23,7 +23,14 @@ namespace codegen::bpe {
 // Per-thread working memory of the encoder: reused buffers and a cache of piece -> ids.
 // Owned by one thread at a time (see Tokenizer's scratch pool).
 struct EncodeScratch {
-  PieceCache cache;
+  // Pieces of up to 16 bytes: a private copy of the model's table of whole tokens, to which
+  // this thread adds the pieces it meets (one probe per piece, cold or warm, and no cache
+  // line shared with another thread). Filled by BpeModel::Prepare.
+  PackedPieceMap packed;
+  bool packed_ready = false;
+  PieceCache cache;  // longer pieces (9..kMaxCachedPiece bytes)
+  std::vector<uint32_t> long_ids;  // ids of one long piece, before they are copied out
+  std::vector<uint32_t> out_buf;   // Tokenizer: room for the ids of one text
   std::vector<uint32_t> ids;
   std::vector<uint32_t> ranks;
   struct Symbol {
@@ -53,9 +60,66 @@ class BpeModel {
   // std::invalid_argument for a piece longer than kMaxPieceBytes.
   void EncodePiece(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
 
+  // Makes scratch ready for EncodePieceTo (copies the packed table on first use).
+  void Prepare(EncodeScratch* scratch) const {
+    if (!scratch->packed_ready) ResetPacked(scratch);
+  }
+
+  // The fast path, in two steps: Stage packs and hashes a piece, Resolve writes the ids of the piece at dst, which has room for its length in
+  // ids, and returns the end of what it wrote: the ids of EncodePiece (and of
+  // EncodePieceReference). Needs Prepare(scratch) first.
+  struct StagedPiece {
+    const char* p;
+    size_t n;
+    PackedPiece key;
+    uint64_t hash;
+  };
+  // `overread_ok`: the 16 bytes at p are readable. n >= 1.
+  void Stage(const char* p, size_t n, bool overread_ok, StagedPiece* staged) const {
+    staged->p = p;
+    staged->n = n;
+    if (n >= 2 && n <= PackedPieceMap::kMaxLen) {
+      staged->key = PackPiece(p, n, overread_ok);
+      staged->hash = HashPacked(staged->key);
+    }
+  }
+
+  uint32_t* Resolve(const StagedPiece& staged, EncodeScratch* scratch, uint32_t* dst) const {
+    const size_t n = staged.n;
+    if (n == 1) {
+      *dst = byte_ids_[static_cast<unsigned char>(staged.p[0])];
+      return dst + 1;
+    }
+    if (n > PackedPieceMap::kMaxLen) return EncodeLongTo(std::string_view(staged.p, n), scratch, dst);
+    const PackedPiece& key = staged.key;
+    const PackedPieceMap::Slot* slot = scratch->packed.Find(key, staged.hash);
+    if (slot == nullptr) return EncodePackedMiss(staged.p, key, staged.hash, scratch, dst);
+    const uint32_t count = slot->count();
+    if (count == 1) {
+      *dst = slot->value;
+      return dst + 1;
+    }
+    const uint32_t* ids = scratch->packed.Ids(*slot);
+    for (uint32_t k = 0; k < count; ++k) dst[k] = ids[k];
+    return dst + count;
+  }
+
+  // One piece, Stage then Resolve.
+  uint32_t* EncodePieceTo(const char* p, size_t n, bool overread_ok, EncodeScratch* scratch,
+                          uint32_t* dst) const {
+    StagedPiece staged;
+    Stage(p, n, overread_ok, &staged);
+    return Resolve(staged, scratch, dst);
+  }
+
   // The same without any cache: the plain algorithm, for tests and the whole-token table.
   void EncodePieceUncached(std::string_view piece, EncodeScratch* scratch,
                            std::vector<uint32_t>* out) const;
+
+  // The reference for EncodePiece: with ignore_merges a vocabulary token is itself, else
+  // EncodePieceUncached.
+  void EncodePieceReference(std::string_view piece, EncodeScratch* scratch,
+                            std::vector<uint32_t>* out) const;
 
   size_t num_merges() const { return num_merges_; }
 
@@ -71,6 +135,12 @@ class BpeModel {
     return merges_.Find(PairKey(left, right));
   }
   static void CheckPieceSize(std::string_view piece);  // throws above kMaxPieceBytes
+  // EncodePieceTo's slow paths: a short piece the table lacks (BPE, then cached), and a
+  // piece of more than 16 bytes (EncodePiece's caches).
+  uint32_t* EncodePackedMiss(const char* p, const PackedPiece& key, uint64_t hash,
+                             EncodeScratch* scratch, uint32_t* dst) const;
+  void ResetPacked(EncodeScratch* scratch) const;  // packed = the base
+  uint32_t* EncodeLongTo(std::string_view piece, EncodeScratch* scratch, uint32_t* dst) const;
   void MergeSmall(EncodeScratch* scratch) const;  // scratch->ids in, merged in place
   void MergeLarge(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
   // One symbol per byte of piece; on_pair(rank, position) for each adjacent pair with a merge.
@@ -97,9 +167,12 @@ class BpeModel {
   std::array<uint32_t, 256> byte_ids_{};
   FlatU64Map<Merge> merges_;
   size_t num_merges_ = 0;
+  bool ignore_merges_ = false;
   // Pieces whose BPE is one token: every vocabulary token for which that holds (or, with
   // ignore_merges, every vocabulary token). Read-only after construction.
   PieceCache whole_tokens_{PieceCache::kUnbounded};
+  // The whole tokens of 2..16 bytes, packed: the base every scratch's table copies.
+  PackedPieceMap packed_base_;
 };
 
 }  // namespace codegen::bpe

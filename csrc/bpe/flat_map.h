@@ -24,7 +24,11 @@ inline uint64_t HashBytes(std::string_view s) {
     h = Mix64(h ^ w) * 0x9e3779b97f4a7c15ull;
   }
   uint64_t tail = 0;
-  std::memcpy(&tail, s.data() + i, s.size() - i);
+  if (s.size() >= 8) {
+    if (i < s.size()) std::memcpy(&tail, s.data() + s.size() - 8, 8);  // overlapping, fixed size
+  } else {
+    for (size_t k = 0; k < s.size(); ++k) tail |= uint64_t{static_cast<unsigned char>(s[k])} << (8 * k);
+  }
   return Mix64(h ^ tail);
 }
 
@@ -63,6 +67,116 @@ class FlatU64Map {
   };
   std::vector<Slot> slots_;
   size_t mask_ = 0;
+};
+
+// A piece of 1..16 bytes packed as two little-endian words, zero-padded, and its length.
+struct PackedPiece {
+  uint64_t w0;
+  uint64_t w1;
+  uint32_t len;
+};
+
+// `overread_ok`: the 16 bytes at p are readable (the piece is not near the very end of its
+// buffer), so two loads and a mask do it; otherwise byte by byte.
+inline PackedPiece PackPiece(const char* p, size_t n, bool overread_ok) {
+  PackedPiece k{0, 0, static_cast<uint32_t>(n)};
+  if (overread_ok) {
+    std::memcpy(&k.w0, p, 8);
+    std::memcpy(&k.w1, p + 8, 8);
+    if (n < 8) {
+      k.w0 &= (uint64_t{1} << (8 * n)) - 1;
+      k.w1 = 0;
+    } else if (n < 16) {
+      k.w1 &= (uint64_t{1} << (8 * (n - 8))) - 1;
+    }
+    return k;
+  }
+  for (size_t j = 0; j < n; ++j) {
+    const uint64_t b = static_cast<unsigned char>(p[j]);
+    if (j < 8) {
+      k.w0 |= b << (8 * j);
+    } else {
+      k.w1 |= b << (8 * (j - 8));
+    }
+  }
+  return k;
+}
+
+inline uint64_t HashPacked(const PackedPiece& k) {
+  uint64_t h = (k.w0 + k.len) * 0x9e3779b97f4a7c15ull;
+  h ^= (h >> 32) ^ k.w1;
+  h *= 0xd6e8feb86659fd93ull;
+  return h ^ (h >> 29);
+}
+
+// Pieces of 1..16 bytes -> token ids, the piece itself packed into the key: a probe reads one
+// 24-byte slot and nothing else (no key arena, no allocation, no call). A piece of one id
+// keeps it in the slot; longer id lists live in an arena. Fixed capacity: Insert refuses
+// when the table is at its load limit (the caller then resets it to a base copy).
+class PackedPieceMap {
+ public:
+  static constexpr size_t kMaxLen = 16;
+  struct Slot {
+    uint64_t w0;
+    uint64_t w1;
+    uint32_t meta;   // 0: empty; else len (bits 0-4) | count << 5
+    uint32_t value;  // the id (count 1) or the offset of the ids in values()
+    bool Holds(const PackedPiece& k) const {
+      return w0 == k.w0 && w1 == k.w1 && (meta & 0x1Fu) == k.len;
+    }
+    uint32_t count() const { return meta >> 5; }
+  };
+
+  explicit PackedPieceMap(unsigned log2_slots = 4) {
+    slots_.assign(size_t{1} << log2_slots, Slot{0, 0, 0, 0});
+    mask_ = slots_.size() - 1;
+    shift_ = 64 - log2_slots;
+    limit_ = slots_.size() / 10 * 7;
+  }
+
+  // The slot holding k (hash h = HashPacked(k)), or nullptr.
+  const Slot* Find(const PackedPiece& k, uint64_t h) const {
+    size_t i = static_cast<size_t>(h >> shift_);
+    while (true) {
+      const Slot& s = slots_[i];
+      if (s.Holds(k)) return &s;
+      if (s.meta == 0) return nullptr;
+      i = (i + 1) & mask_;
+    }
+  }
+
+  const uint32_t* Ids(const Slot& s) const {
+    return s.count() == 1 ? &s.value : values_.data() + s.value;
+  }
+
+  // Adds a piece that is not present (count >= 1); returns its slot, or nullptr (nothing
+  // added) when the table is full.
+  const Slot* Insert(const PackedPiece& k, uint64_t h, const uint32_t* ids, uint32_t count) {
+    if (size_ >= limit_ || count >= (1u << 26)) return nullptr;
+    uint32_t value = ids[0];
+    if (count > 1) {
+      value = static_cast<uint32_t>(values_.size());
+      values_.insert(values_.end(), ids, ids + count);
+    }
+    size_t i = static_cast<size_t>(h >> shift_);
+    while (slots_[i].meta != 0) i = (i + 1) & mask_;
+    slots_[i] = Slot{k.w0, k.w1, k.len | (count << 5), value};
+    ++size_;
+    return &slots_[i];
+  }
+
+  // Becomes a copy of base: how a per-thread cache starts and restarts.
+  void CopyFrom(const PackedPieceMap& base) { *this = base; }
+
+  size_t size() const { return size_; }
+
+ private:
+  std::vector<Slot> slots_;
+  std::vector<uint32_t> values_;
+  size_t mask_ = 0;
+  unsigned shift_ = 64;
+  size_t limit_ = 0;
+  size_t size_ = 0;
 };
 
 // Equality of two byte strings of the same length n, without a call for short ones.

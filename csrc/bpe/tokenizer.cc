@@ -110,22 +110,31 @@ Tokenizer::ScratchLease::~ScratchLease() {
   if (owner_.pool_.size() < 64) owner_.pool_.push_back(std::move(scratch_));
 }
 
-void Tokenizer::EncodeOrdinary(std::string_view text, EncodeScratch* scratch,
-                               std::vector<uint32_t>* out) const {
+uint32_t* Tokenizer::EncodeOrdinary(std::string_view text, const char* buffer_end,
+                                    EncodeScratch* scratch, uint32_t* dst) const {
   std::string prefixed;
   if (options_.add_prefix_space && text.front() != ' ') {
     prefixed.reserve(text.size() + 1);
     prefixed.push_back(' ');
     prefixed.append(text);
     text = prefixed;
+    buffer_end = text.data() + text.size();
   }
   if (!options_.use_regex) {
-    model_.EncodePiece(text, scratch, out);
-    return;
+    auto& ids = scratch->long_ids;
+    ids.clear();
+    model_.EncodePiece(text, scratch, &ids);
+    return std::copy(ids.begin(), ids.end(), dst);
   }
-  SplitGpt2(text, [&](size_t begin, size_t end) {
-    model_.EncodePiece(text.substr(begin, end - begin), scratch, out);
-  });
+  const char* base = text.data();
+  SplitGpt2(
+      text,
+      [&](size_t begin, size_t end) {
+        const char* p = base + begin;
+        dst = model_.EncodePieceTo(p, end - begin, buffer_end - p >= 16, scratch, dst);
+      },
+      static_cast<size_t>(buffer_end - base));
+  return dst;
 }
 
 void Tokenizer::EncodeWith(std::string_view text, const SpecialPolicy& policy,
@@ -138,13 +147,21 @@ void Tokenizer::EncodeWith(std::string_view text, const SpecialPolicy& policy,
   }
   segments->clear();
   splitter_.Split(text, policy, segments);
+  model_.Prepare(scratch);
+  // Every id covers at least one byte, except that add_prefix_space adds one per segment.
+  auto& buf = scratch->out_buf;
+  const size_t room = text.size() + segments->size() + 1;
+  if (buf.size() < room) buf.resize(std::max(room, buf.size() * 2));
+  uint32_t* dst = buf.data();
+  const char* buffer_end = text.data() + text.size();
   for (const Segment& s : *segments) {
     if (s.token >= 0) {
-      out->push_back(static_cast<uint32_t>(s.token));
+      *dst++ = static_cast<uint32_t>(s.token);
     } else {
-      EncodeOrdinary(text.substr(s.begin, s.end - s.begin), scratch, out);
+      dst = EncodeOrdinary(text.substr(s.begin, s.end - s.begin), buffer_end, scratch, dst);
     }
   }
+  out->insert(out->end(), buf.data(), dst);
 }
 
 void Tokenizer::Encode(std::string_view text, const SpecialPolicy& policy,
@@ -152,6 +169,34 @@ void Tokenizer::Encode(std::string_view text, const SpecialPolicy& policy,
   ScratchLease lease(*this);
   std::vector<Segment> segments;
   EncodeWith(text, policy, lease.get(), &segments, out);
+}
+
+void Tokenizer::EncodeReference(std::string_view text, const SpecialPolicy& policy,
+                                std::vector<uint32_t>* out) const {
+  const size_t bad = FindInvalidUtf8(text);
+  if (bad != std::string_view::npos) {
+    throw std::invalid_argument("text is not valid UTF-8 (byte offset " + std::to_string(bad) +
+                                ")");
+  }
+  std::vector<Segment> segments;
+  splitter_.Split(text, policy, &segments);
+  EncodeScratch scratch;
+  for (const Segment& s : segments) {
+    if (s.token >= 0) {
+      out->push_back(static_cast<uint32_t>(s.token));
+      continue;
+    }
+    std::string piece_text(text.substr(s.begin, s.end - s.begin));
+    if (options_.add_prefix_space && piece_text.front() != ' ') piece_text.insert(0, 1, ' ');
+    if (!options_.use_regex) {
+      model_.EncodePieceReference(piece_text, &scratch, out);
+      continue;
+    }
+    SplitGpt2Reference(piece_text, [&](size_t begin, size_t end) {
+      model_.EncodePieceReference(std::string_view(piece_text).substr(begin, end - begin),
+                                  &scratch, out);
+    });
+  }
 }
 
 std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(

@@ -44,6 +44,11 @@ class Tokenizer {
   // Appends the ids of text (must be valid UTF-8, else std::invalid_argument) to *out.
   void Encode(std::string_view text, const SpecialPolicy& policy, std::vector<uint32_t>* out) const;
 
+  // The same ids by the plain path: the reference pre-tokenizer and BPE without any cache
+  // or table of whole tokens. For tests of the fast path; slow.
+  void EncodeReference(std::string_view text, const SpecialPolicy& policy,
+                       std::vector<uint32_t>* out) const;
+
   // Encodes many texts on up to num_threads threads (0 = one per hardware thread).
   std::vector<std::vector<uint32_t>> EncodeBatch(const std::vector<std::string_view>& texts,
                                                  const SpecialPolicy& policy,
@@ -83,8 +88,10 @@ class Tokenizer {
 
   void EncodeWith(std::string_view text, const SpecialPolicy& policy, EncodeScratch* scratch,
                   std::vector<Segment>* segments, std::vector<uint32_t>* out) const;
-  void EncodeOrdinary(std::string_view text, EncodeScratch* scratch,
-                      std::vector<uint32_t>* out) const;
+  // Writes the ids of text (no added tokens in it) at dst and returns the end; dst has
+  // room for text.size() + 1 ids. buffer_end: the end of the readable memory text lies in.
+  uint32_t* EncodeOrdinary(std::string_view text, const char* buffer_end, EncodeScratch* scratch,
+                           uint32_t* dst) const;
 
   TokenizerOptions options_;
   ByteLevelAlphabet alphabet_;

@@ -242,3 +242,43 @@ TEST(NonMonotoneMergeTablesFallBackToTheHeap) {
     return ids;
   }());
 }
+
+TEST(FastScannerMatchesReferenceAtBlockEdges) {
+  // Runs of every class around the 16-byte SIMD block, followed by ASCII and non-ASCII
+  // characters, with and without readable bytes past the end of the text.
+  const std::vector<std::string> fill = {"a", "7", "{", " ", "\n", "\xC3\xA9", "\xC2\xA0"};
+  const std::vector<std::string> after = {"", "x", " ", "'s", "\xE4\xB8\xAD", "\xE3\x80\x80", "9"};
+  for (const auto& f : fill) {
+    for (const auto& a : after) {
+      for (size_t n = 1; n < 36; ++n) {
+        std::string text;
+        for (size_t k = 0; k < n; ++k) text += f;
+        text += a;
+        std::vector<std::pair<size_t, size_t>> fast;
+        std::vector<std::pair<size_t, size_t>> ref;
+        const std::string padded = text + std::string(32, 'z');
+        const std::string_view view(padded.data(), text.size());
+        codegen::bpe::SplitGpt2(view, [&](size_t b, size_t e) { fast.emplace_back(b, e); },
+                                padded.size());
+        codegen::bpe::SplitGpt2Reference(view, [&](size_t b, size_t e) { ref.emplace_back(b, e); });
+        CHECK(fast == ref);
+        fast.clear();
+        codegen::bpe::SplitGpt2(text, [&](size_t b, size_t e) { fast.emplace_back(b, e); });
+        CHECK(fast == ref);
+      }
+    }
+  }
+}
+
+TEST(FastEncodeMatchesReference) {
+  const Tokenizer tok(SmallSpec());
+  const std::vector<std::string> texts = {
+      "aaaa abc abcabc  <eos>    x", "ab'll 'sabc\n\n  \t aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+      std::string(100, 'a') + " " + std::string(17, 'b') + "c", "t tt ttt \xC3\xA9\xC3\xA9 aa"};
+  for (const auto& text : texts) {
+    std::vector<uint32_t> ref;
+    tok.EncodeReference(text, SpecialPolicy{}, &ref);
+    CHECK(Encode(tok, text) == ref);
+    CHECK(Encode(tok, text) == ref);  // the second time from the piece table
+  }
+}

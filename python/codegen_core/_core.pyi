@@ -22,6 +22,19 @@ class BPETokenizer:
         allowed_special: list[int] | None = ...,  # default [] (none); None = all
         disallowed_special: list[int] | None = None,  # None = every special not allowed
     ) -> list[int]: ...
+    def encode_numpy(
+        self,
+        text: str,
+        allowed_special: list[int] | None = ...,
+        disallowed_special: list[int] | None = None,
+    ) -> npt.NDArray[np.uint32]: ...
+    def encode_reference(
+        self,
+        text: str,
+        allowed_special: list[int] | None = ...,
+        disallowed_special: list[int] | None = None,
+    ) -> list[int]: ...  # the plain path (reference scanner, uncached BPE): for tests
+    def pre_tokenize_reference(self, text: str) -> list[tuple[int, int]]: ...
     def encode_batch(
         self,
         texts: list[str],

@@ -1,0 +1,101 @@
+"""The native fast path (SIMD pre-tokenizer, packed piece table, added-token skip) gives the
+same pieces and ids as the plain path kept beside it (``pre_tokenize_reference``,
+``encode_reference``: the byte-by-byte scanner and uncached BPE)."""
+
+from __future__ import annotations
+
+import itertools
+import os
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from codegen_core.tokenizer.core import Tokenizer
+
+from ..conftest import shared_path
+
+MAX_EXAMPLES = int(os.environ.get("CODEGEN_MAX_EXAMPLES", "300"))
+
+
+def _load(name: str) -> Tokenizer:
+    if name == "codegen2":
+        return Tokenizer.codegen2()
+    return Tokenizer.from_file(shared_path("tokenizers", name, "tokenizer.json"))
+
+
+@pytest.fixture(scope="module", params=["gpt2", "codegen", "codegen2"])
+def tok(request: pytest.FixtureRequest) -> Tokenizer:
+    return _load(request.param)
+
+
+# Characters of every class the scanner distinguishes, ASCII and not: letters, digits,
+# other, ASCII whitespace, non-ASCII letters/digits/other/whitespace, quotes for the
+# contractions, and the bytes CodeGen's added tokens start with.
+ALPHABET = "aZ7_{'s \t\n\r" + "é中٣€\u00a0\u3000\U0001f600"
+
+
+def _tricky_texts() -> list[str]:
+    texts = []
+    # Runs of one class of every length around the 16-byte SIMD block, with another
+    # character (ASCII or not) after them, at every offset into a block.
+    for c, after in itertools.product("a7{ \n", ["", "x", "é", " ", "\u00a0", "'", "9", "\n"]):
+        for n in range(1, 36):
+            for lead in ("", "q", "  ", "é"):
+                texts.append(lead + c * n + after)
+    # Contractions and quotes at block edges.
+    for n in range(20):
+        for tail in ("'s", "'ll", "'re", "'x", "'", " 's", " 'll"):
+            texts.append("a" * n + tail + " b")
+    return texts
+
+
+def test_pre_tokenizer_matches_reference_on_block_edges(tok: Tokenizer) -> None:
+    core = tok._core
+    for text in _tricky_texts():
+        assert core.pre_tokenize(text) == core.pre_tokenize_reference(text), repr(text)
+
+
+def test_encode_matches_reference_on_block_edges(tok: Tokenizer) -> None:
+    core = tok._core
+    for text in _tricky_texts()[::7]:
+        assert core.encode(text, [], []) == core.encode_reference(text, [], []), repr(text)
+
+
+@given(text=st.text(alphabet=st.sampled_from(ALPHABET), max_size=80) | st.text(max_size=40))
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_hypothesis_fast_equals_reference(tok: Tokenizer, text: str) -> None:
+    core = tok._core
+    assert core.pre_tokenize(text) == core.pre_tokenize_reference(text)
+    assert core.encode(text, None, []) == core.encode_reference(text, None, [])
+
+
+def test_stdlib_sample_fast_equals_reference(tok: Tokenizer, stdlib_texts) -> None:
+    core = tok._core
+    for name, text in stdlib_texts[::25]:
+        assert core.encode(text, None, []) == core.encode_reference(text, None, []), name
+        assert core.encode_numpy(text, None, []).tolist() == core.encode(text, None, []), name
+
+
+@pytest.mark.slow
+def test_every_stdlib_file_fast_equals_reference(tok: Tokenizer, stdlib_texts) -> None:
+    core = tok._core
+    bad = [
+        n for n, t in stdlib_texts if core.encode(t, None, []) != core.encode_reference(t, None, [])
+    ]
+    assert not bad, f"{len(bad)} files differ, e.g. {bad[:5]}"
+
+
+def test_piece_cache_refills_give_the_same_ids() -> None:
+    """Many distinct short pieces overflow a thread's piece table (it is then reset to the
+    whole tokens); ids before and after stay those of the reference."""
+    tok = _load("gpt2")
+    core = tok._core
+    words = ["".join(w) + "q" for w in itertools.product("bcdfgkmpvxz", repeat=5)]
+    text = " ".join(words)  # 161051 distinct 7-byte pieces, most not whole tokens
+    for _ in range(2):
+        assert core.encode(text, [], []) == core.encode_reference(text, [], [])
