@@ -225,20 +225,31 @@ Reason BytesReason(std::string_view bytes, const FilterOptions& options) {
 
 void ContentDigest(std::string_view utf8, uint8_t* out) { Blake2b(utf8, kDigestSize, out); }
 
-namespace {
+void ContentDigests(const std::string_view* docs, size_t n, uint8_t* out) {
+  Blake2bMany(docs, n, kDigestSize, out);
+}
 
-void FilterOne(std::string_view doc, bool text_only, const FilterOptions& options,
-               Reason* reason, uint8_t* digest) {
-  *reason = text_only ? ContentReason(doc, options) : BytesReason(doc, options);
-  if (*reason == Reason::kKeep) {
-    ContentDigest(doc, digest);
-  } else {
-    std::memset(digest, 0, kDigestSize);
+void DigestKept(const std::string_view* docs, const Reason* reasons, size_t n,
+                uint8_t* digests) {
+  std::vector<std::string_view> kept;
+  std::vector<size_t> where;
+  for (size_t i = 0; i < n; ++i) {
+    std::memset(digests + kDigestSize * i, 0, kDigestSize);
+    if (reasons[i] != Reason::kKeep) continue;
+    kept.push_back(docs[i]);
+    where.push_back(i);
+  }
+  std::vector<uint8_t> out(kDigestSize * kept.size());
+  ContentDigests(kept.data(), kept.size(), out.data());
+  for (size_t k = 0; k < where.size(); ++k) {
+    std::memcpy(digests + kDigestSize * where[k], out.data() + kDigestSize * k, kDigestSize);
   }
 }
 
-constexpr size_t kDocsPerChunk = 8;  // documents per work item: sizes vary, so small chunks
-
+namespace {
+// Documents per work item: sizes vary, so small chunks; but enough of them to fill the
+// eight lanes of the vector hash.
+constexpr size_t kDocsPerChunk = 32;
 }  // namespace
 
 void FilterDocuments(const std::vector<std::string_view>& docs, const uint8_t* text_only,
@@ -246,9 +257,11 @@ void FilterDocuments(const std::vector<std::string_view>& docs, const uint8_t* t
                      uint8_t* digests) {
   ParallelFor(docs.size(), kDocsPerChunk, num_threads, [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
-      FilterOne(docs[i], text_only != nullptr && text_only[i] != 0, options, &reasons[i],
-                digests + kDigestSize * i);
+      const bool text = text_only != nullptr && text_only[i] != 0;
+      reasons[i] = text ? ContentReason(docs[i], options) : BytesReason(docs[i], options);
     }
+    DigestKept(docs.data() + begin, reasons + begin, end - begin,
+               digests + kDigestSize * begin);
   });
 }
 
@@ -357,17 +370,15 @@ void ReadAndFilterFiles(const std::vector<std::string>& paths, const FilterOptio
                         uint8_t* digests) {
   contents->assign(paths.size(), std::string());
   ParallelFor(paths.size(), kDocsPerChunk, num_threads, [&](size_t begin, size_t end) {
+    std::vector<std::string_view> views;
     for (size_t i = begin; i < end; ++i) {
       std::string& data = (*contents)[i];
-      uint8_t* digest = digests + kDigestSize * i;
       reasons[i] = ReadFileBytes(paths[i], options.max_file_bytes, &data);
-      if (reasons[i] == Reason::kKeep) {
-        FilterOne(data, false, options, &reasons[i], digest);
-      } else {
-        std::memset(digest, 0, kDigestSize);
-      }
+      if (reasons[i] == Reason::kKeep) reasons[i] = BytesReason(data, options);
       if (reasons[i] != Reason::kKeep) std::string().swap(data);
+      views.push_back(data);
     }
+    DigestKept(views.data(), reasons + begin, end - begin, digests + kDigestSize * begin);
   });
 }
 

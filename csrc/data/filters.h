@@ -70,6 +70,11 @@ Reason ContentReason(std::string_view utf8, const FilterOptions& options);
 // (python/codegen_core/data/exact.py content_hash).
 inline constexpr size_t kDigestSize = 16;
 void ContentDigest(std::string_view utf8, uint8_t* out);
+// ContentDigest of n documents into out[16 i ..) (several at a time where the CPU allows).
+void ContentDigests(const std::string_view* docs, size_t n, uint8_t* out);
+// digests[16 i ..) = ContentDigest(docs[i]) where reasons[i] is kKeep, else 16 zero bytes.
+void DigestKept(const std::string_view* docs, const Reason* reasons, size_t n,
+                uint8_t* digests);
 
 // A batch of documents. reasons[i] gets the reason of docs[i]: BytesReason, or ContentReason
 // where text_only != nullptr and text_only[i] != 0. For a kept document digests[16 i ..
