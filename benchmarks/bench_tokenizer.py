@@ -1,24 +1,30 @@
-"""Tokenizer throughput: codegen-core vs HF `tokenizers` vs tiktoken, in one run.
+"""Tokenizer throughput: codegen-core vs fastokens vs HF `tokenizers` vs tiktoken, one run.
 
-    BENCH_ROUNDS=5 pytest benchmarks/bench_tokenizer.py --benchmark-enable -s
+    BENCH_ROUNDS=5 pytest benchmarks/bench_tokenizer.py -s --benchmark-enable -p no:cacheprovider
 
 The corpus is the Python standard library on this machine (UTF-8 ``.py`` files, without its
-``test`` packages). Every contender is timed on the same texts in the same process; the last
-test prints medians and the ratios ours/peer (and writes them to ``.benchmarks/tokenizer.json``).
-Single-threaded numbers pin every library to one thread (RAYON_NUM_THREADS=1 for HF).
+``test`` packages). All contenders are timed round robin in one process: every round loads
+each tokenizer afresh (not timed) and times its **cold** pass (the first over the corpus:
+inputs it has never seen, its caches empty - ours: the per-thread piece table starts as the
+vocabulary's whole tokens; fastokens: its segment cache is off by default; HF: its word
+cache) and then its **warm** pass (the same inputs again). Medians over BENCH_ROUNDS rounds,
+as wall time and as the process's CPU time (the machine may be shared: CPU time is less
+disturbed by other jobs, and CPU / wall > 1 would show a library using a second core).
 
-Encoders keep caches (ours: piece -> ids per worker; HF: word -> tokens), so every encode
-contender is timed twice per round: **cold**, the first pass of a freshly loaded tokenizer
-over the corpus (inputs it has never seen; loading is not timed), and **warm**, a second pass
-right after (its caches filled by the first). Medians over BENCH_ROUNDS rounds, each with a
-new tokenizer. Decode and the pathological inputs (pieces too long for any cache) are timed
-after one untimed warm-up pass.
+Work compared: with the CodeGen1 file (``../shared/tokenizers/codegen/tokenizer.json``)
+ours, fastokens and HF (exact ids, asserted on every file); with the GPT-2 file ours,
+fastokens and tiktoken (GPT-2 ranks from the same vocabulary; asserted equal on every file).
+Every encode returns a Python list of ints (fastokens: ``encode(text).ids``). Batches use
+``os.cpu_count()`` threads and flat outputs (ours ``encode_batch_flat`` -> numpy, fastokens
+``encode_batch_flat`` -> bytes, tiktoken ``encode_ordinary_batch`` -> lists). Decode is timed
+after a warm-up; the pathological 1 MB inputs (single pieces too long for any cache) too, as
+CPU time per byte against the warm CPU time per byte of code (CodeGen1 file).
+Writes ``benchmarks/results/tokenizer.json`` (``python -m benchmarks.report``).
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
 import random
 import statistics
@@ -27,26 +33,29 @@ import sysconfig
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypeVar
 
-os.environ.setdefault("RAYON_NUM_THREADS", "1")  # HF: one thread unless we ask for more
+THREADS = os.cpu_count() or 1
+os.environ.setdefault("RAYON_NUM_THREADS", str(THREADS))  # fastokens and HF batches
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
+import numpy as np
 import pytest
 
-from codegen_core import Tokenizer
+from codegen_core.tokenizer.core import Tokenizer
 
 hf_tokenizers = pytest.importorskip("tokenizers")
 tiktoken = pytest.importorskip("tiktoken")
+fastokens = pytest.importorskip("fastokens")
 from tiktoken.load import data_gym_to_mergeable_bpe_ranks
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "tokenizers"
-ROUNDS = int(os.environ.get("BENCH_ROUNDS", "3"))
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "5"))
+HF_ROUNDS = int(os.environ.get("BENCH_HF_ROUNDS", "1"))  # HF is ~30x slower: fewer rounds
 MAX_FILES = int(os.environ.get("BENCH_MAX_FILES", "0"))  # > 0: only the first files (a quick check)
 GPT2_PATTERN = r"""'(?:[sdmt]|ll|ve|re)| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
-T = TypeVar("T")
-RESULTS: dict[str, float] = {}  # name -> median seconds
-CORPUS_BYTES: dict[str, int] = {}
+COMMAND = (
+    "BENCH_ROUNDS=5 pytest benchmarks/bench_tokenizer.py -s --benchmark-enable -p no:cacheprovider"
+)
 
 
 def _corpus() -> list[str]:
@@ -60,17 +69,7 @@ def _corpus() -> list[str]:
             texts.append(path.read_bytes().decode("utf-8"))
         except UnicodeDecodeError:
             continue
-    return texts
-
-
-@pytest.fixture(scope="module")
-def corpus() -> list[str]:
-    texts = _corpus()
-    if MAX_FILES > 0:
-        texts = texts[:MAX_FILES]
-    RESULTS["loadavg_start"] = os.getloadavg()[0]
-    CORPUS_BYTES["stdlib"] = sum(len(t.encode()) for t in texts)
-    return texts
+    return texts[:MAX_FILES] if MAX_FILES > 0 else texts
 
 
 def _need(path: Path) -> Path:
@@ -79,81 +78,8 @@ def _need(path: Path) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def ours() -> Tokenizer:
-    return _load_ours()
-
-
-@pytest.fixture(scope="module")
-def ours_gpt2() -> Tokenizer:
-    return _load_ours_gpt2()
-
-
-@pytest.fixture(scope="module")
-def hf():
-    return _load_hf()
-
-
-@pytest.fixture(scope="module")
-def tt():
-    return _load_tiktoken()
-
-
-def _time(benchmark, name: str, fn: Callable[[], object]) -> object:
-    """One untimed warm-up call, then ROUNDS timed calls through pytest-benchmark; records
-    our own median too."""
-    times: list[float] = []
-    result: list[object] = []
-
-    def timed() -> None:
-        start = time.perf_counter()
-        result.append(fn())
-        times.append(time.perf_counter() - start)
-
-    benchmark.pedantic(timed, rounds=ROUNDS, iterations=1, warmup_rounds=1)
-    RESULTS[name] = statistics.median(times[-ROUNDS:])
-    return result[-1]
-
-
-def _cold_warm(name: str, make: Callable[[], T], run: Callable[[T], object]) -> object:
-    """Per round: a fresh encoder from ``make`` (not timed), then ``run`` timed twice: the
-    cold first pass and the warm second. Records both medians; returns the first output."""
-    cold: list[float] = []
-    warm: list[float] = []
-    first: object = None
-    for r in range(ROUNDS):
-        encoder = make()
-        start = time.perf_counter()
-        out = run(encoder)
-        cold.append(time.perf_counter() - start)
-        start = time.perf_counter()
-        run(encoder)
-        warm.append(time.perf_counter() - start)
-        if r == 0:
-            first = out
-        del encoder, out
-    RESULTS[f"{name}/cold"] = statistics.median(cold)
-    RESULTS[f"{name}/warm"] = statistics.median(warm)
-    return first
-
-
-def _load_ours() -> Tokenizer:
-    return Tokenizer.from_file(_need(SHARED / "codegen" / "tokenizer.json"))
-
-
-def _load_ours_gpt2() -> Tokenizer:
-    return Tokenizer.from_file(_need(SHARED / "gpt2" / "tokenizer.json"))
-
-
-def _load_hf():
-    return hf_tokenizers.Tokenizer.from_file(str(_need(SHARED / "codegen" / "tokenizer.json")))
-
-
-def _load_tiktoken():
-    return tiktoken.Encoding(
-        "gpt2-shared", pat_str=GPT2_PATTERN, mergeable_ranks=_gpt2_ranks(),
-        special_tokens={"<|endoftext|>": 50256},
-    )  # fmt: skip
+def _file(name: str) -> Path:
+    return _need(SHARED / name / "tokenizer.json")
 
 
 @functools.cache
@@ -163,131 +89,214 @@ def _gpt2_ranks() -> dict[bytes, int]:
     )
 
 
-# ---- single thread, CodeGen tokenizer work (same output as HF) -------------------------
-def test_encode_ours(corpus) -> None:
-    _cold_warm("encode/ours", _load_ours, lambda tok: [tok.encode(t) for t in corpus])
-
-
-def test_encode_ours_gpt2(corpus) -> None:
-    _cold_warm("encode/ours-gpt2", _load_ours_gpt2, lambda tok: [tok.encode(t) for t in corpus])
-
-
-def test_encode_hf(corpus, ours) -> None:
-    got = _cold_warm("encode/hf", _load_hf, lambda tok: [tok.encode(t).ids for t in corpus])
-    assert got == [ours.encode(t) for t in corpus]  # same work, same output
-
-
-def test_encode_tiktoken(corpus, ours_gpt2) -> None:
-    got = _cold_warm(
-        "encode/tiktoken", _load_tiktoken, lambda tok: [tok.encode_ordinary(t) for t in corpus]
-    )
-    assert got[:50] == [ours_gpt2.encode(t) for t in corpus[:50]]
-
-
-# ---- batched, all cores ----------------------------------------------------------------
-THREADS = os.cpu_count() or 1
-
-
-def test_batch_ours(corpus) -> None:
-    _cold_warm("batch/ours", _load_ours, lambda tok: tok.encode_batch(corpus, num_threads=THREADS))
-
-
-def test_batch_ours_1thread(corpus) -> None:
-    _cold_warm("batch/ours-1", _load_ours, lambda tok: tok.encode_batch(corpus, num_threads=1))
-
-
-def test_batch_ours_flat(corpus) -> None:
-    _cold_warm(
-        "batch/ours-flat", _load_ours,
-        lambda tok: tok.encode_batch_flat(corpus, num_threads=THREADS),
+def _tiktoken():
+    return tiktoken.Encoding(
+        "gpt2-shared", pat_str=GPT2_PATTERN, mergeable_ranks=_gpt2_ranks(),
+        special_tokens={"<|endoftext|>": 50256},
     )  # fmt: skip
 
 
-def test_batch_tiktoken(corpus) -> None:
-    _cold_warm(
-        "batch/tiktoken", _load_tiktoken,
-        lambda tok: tok.encode_ordinary_batch(corpus, num_threads=THREADS),
-    )  # fmt: skip
+class Contender:
+    """A name, how to load a fresh tokenizer, and the timed pass over the corpus."""
+
+    def __init__(self, name: str, load: Callable[[], object], run: Callable[[object], object]):
+        self.name, self.load, self.run = name, load, run
 
 
-# ---- decode ----------------------------------------------------------------------------
-def test_decode_ours(benchmark, ours, corpus) -> None:
-    ids = [ours.encode(t) for t in corpus]
-    _time(benchmark, "decode/ours", lambda: [ours.decode(i) for i in ids])
+def _contenders(texts: list[str]) -> list[Contender]:
+    codegen, gpt2 = _file("codegen"), _file("gpt2")
+    # encode_ordinary: special-token text stays text (the stdlib has none; same ids as HF).
+    ours_run = lambda tok: [tok.encode_ordinary(t) for t in texts]
+    fast_run = lambda tok: [tok.encode(t).ids for t in texts]
+    return [
+        Contender("encode/ours", lambda: Tokenizer.from_file(codegen), ours_run),
+        Contender("encode/fastokens", lambda: fastokens.Tokenizer.from_file(str(codegen)), fast_run),
+        Contender("encode/ours-gpt2", lambda: Tokenizer.from_file(gpt2), ours_run),
+        Contender("encode/fastokens-gpt2", lambda: fastokens.Tokenizer.from_file(str(gpt2)), fast_run),
+        Contender("encode/tiktoken-gpt2", _tiktoken, lambda tok: [tok.encode_ordinary(t) for t in texts]),
+        Contender("batch/ours", lambda: Tokenizer.from_file(codegen),
+                  lambda tok: tok.encode_batch_flat(texts, num_threads=THREADS, disallowed_special=())),
+        Contender("batch/fastokens", lambda: fastokens.Tokenizer.from_file(str(codegen)),
+                  lambda tok: tok.encode_batch_flat(texts)),
+        Contender("batch/ours-gpt2", lambda: Tokenizer.from_file(gpt2),
+                  lambda tok: tok.encode_batch_flat(texts, num_threads=THREADS, disallowed_special=())),
+        Contender("batch/fastokens-gpt2", lambda: fastokens.Tokenizer.from_file(str(gpt2)),
+                  lambda tok: tok.encode_batch_flat(texts)),
+        Contender("batch/tiktoken-gpt2", _tiktoken,
+                  lambda tok: tok.encode_ordinary_batch(texts, num_threads=THREADS)),
+        Contender("encode/hf", lambda: hf_tokenizers.Tokenizer.from_file(str(codegen)), fast_run),
+    ]  # fmt: skip
 
 
-def test_decode_tiktoken(benchmark, tt, corpus) -> None:
-    ids = [tt.encode_ordinary(t) for t in corpus]
-    _time(benchmark, "decode/tiktoken", lambda: [tt.decode(i) for i in ids])
+def _timed(fn: Callable[[], object]) -> tuple[object, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
 
 
-def test_decode_hf(benchmark, hf, ours, corpus) -> None:
-    ids = [ours.encode(t) for t in corpus]
-    _time(benchmark, "decode/hf", lambda: hf.decode_batch(ids, skip_special_tokens=False))
+def _flat_lists(out: object) -> list[list[int]]:
+    """A batch output (ours: (ids, offsets) numpy; fastokens: (bytes, bytes)) as lists."""
+    ids, offsets = out  # type: ignore[misc]
+    if isinstance(ids, bytes):
+        ids, offsets = np.frombuffer(ids, np.uint32), np.frombuffer(offsets, np.uint64)
+    return [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(offsets) - 1)]
 
 
-# ---- pathological 1 MB inputs: per-byte time vs ordinary code --------------------------
 _rnd = random.Random(0)
 PATHOLOGICAL = {
-    "letter": "a" * 1_000_000,
-    "spaces+letter": " " * 999_999 + "x",
+    "one letter repeated": "a" * 1_000_000,
+    "999,999 spaces then a letter": " " * 999_999 + "x",
     "newlines": "\n" * 1_000_000,
     "digits": "7" * 1_000_000,
     "braces": "{" * 1_000_000,
-    "random-letters": "".join(_rnd.choice(string.ascii_letters) for _ in range(1_000_000)),
+    "random ASCII letters": "".join(_rnd.choice(string.ascii_letters) for _ in range(1_000_000)),
 }
 
 
-@pytest.mark.parametrize("kind", list(PATHOLOGICAL))
-def test_pathological_ours(benchmark, ours, kind: str) -> None:
-    text = PATHOLOGICAL[kind]
-    _time(benchmark, f"patho/{kind}", lambda: ours.encode(text))
+def test_tokenizer_round_robin(benchmark) -> None:
+    load_start = os.getloadavg()[0]
+    texts = _corpus()
+    mb = sum(len(t.encode()) for t in texts) / 1e6
+    contenders = _contenders(texts)
+    times: dict[str, dict[str, list[float]]] = {}
+    outputs: dict[str, object] = {}
+    for r in range(ROUNDS):
+        for c in contenders:
+            if c.name == "encode/hf" and r >= HF_ROUNDS:
+                continue
+            tok = c.load()
+            out, cold_w, cold_c = _timed(lambda: c.run(tok))  # noqa: B023
+            _, warm_w, warm_c = _timed(lambda: c.run(tok))  # noqa: B023
+            t = times.setdefault(c.name, {})
+            for key, v in (
+                ("cold", cold_w),
+                ("warm", warm_w),
+                ("cold_cpu", cold_c),
+                ("warm_cpu", warm_c),
+            ):
+                t.setdefault(key, []).append(v)
+            if r == 0:
+                outputs[c.name] = out
+            del tok, out
+    med = {n: {k: statistics.median(v) for k, v in t.items()} for n, t in times.items()}
+
+    # Same ids: CodeGen1 file ours == HF == fastokens; GPT-2 file ours == fastokens == tiktoken;
+    # the batches equal the single encodes.
+    ours = outputs["encode/ours"]
+    assert ours == outputs["encode/hf"], "ours != HF tokenizers (CodeGen1)"
+    assert ours == outputs["encode/fastokens"], "ours != fastokens (CodeGen1)"
+    assert _flat_lists(outputs["batch/ours"]) == ours
+    assert _flat_lists(outputs["batch/fastokens"]) == ours
+    ours_gpt2 = outputs["encode/ours-gpt2"]
+    assert ours_gpt2 == outputs["encode/fastokens-gpt2"], "ours != fastokens (GPT-2)"
+    assert ours_gpt2 == outputs["encode/tiktoken-gpt2"], "ours != tiktoken (GPT-2)"
+    assert _flat_lists(outputs["batch/ours-gpt2"]) == ours_gpt2
+    assert outputs["batch/tiktoken-gpt2"] == ours_gpt2
+
+    # Decode (GPT-2 ids of the corpus, every library's own output), after a warm-up.
+    ours_tok, tt = Tokenizer.from_file(_file("gpt2")), _tiktoken()
+    decode = {"ours": (lambda: [ours_tok.decode(i) for i in ours_gpt2]),
+              "tiktoken": (lambda: [tt.decode(i) for i in ours_gpt2])}  # fmt: skip
+    dec: dict[str, list[float]] = {}
+    for _ in range(ROUNDS + 1):
+        for name, fn in decode.items():
+            dec.setdefault(name, []).append(_timed(fn)[1])
+    dec_med = {n: statistics.median(v[1:]) for n, v in dec.items()}
+
+    # Pathological inputs, ours (and fastokens once, for the record): after a warm-up.
+    patho: dict[str, float] = {}
+    patho_fast: dict[str, float] = {}
+    ours_cg = Tokenizer.from_file(_file("codegen"))
+    fast_cg = fastokens.Tokenizer.from_file(str(_file("codegen")))
+    for kind, text in PATHOLOGICAL.items():
+        ids = ours_cg.encode_ordinary(text)
+        # CPU time, like the per-byte time of code it is compared with (warm_cpu).
+        patho[kind] = statistics.median(_timed(lambda: ours_cg.encode_ordinary(text))[2]  # noqa: B023
+                                        for _ in range(3))  # fmt: skip
+        fast_out, _, patho_fast[kind] = _timed(lambda: fast_cg.encode(text).ids)  # noqa: B023
+        assert fast_out == ids, kind
+
+    _report(mb=mb, files=len(texts), med=med, dec_med=dec_med, patho=patho, patho_fast=patho_fast,
+            load_start=load_start)  # fmt: skip
+    # pytest-benchmark's own table: ours, one warm pass.
+    tok = Tokenizer.from_file(_file("codegen"))
+    benchmark.pedantic(lambda: [tok.encode_ordinary(t) for t in texts], rounds=1, iterations=1)
 
 
-def test_report(corpus) -> None:
-    """Print medians and ratios (ours / peer time, so below 1 means we are faster)."""
-    mb = CORPUS_BYTES["stdlib"] / 1e6
+def _report(*, mb, files, med, dec_med, patho, patho_fast, load_start) -> None:
     load = os.getloadavg()[0]
-    lines = [f"corpus: stdlib, {len(corpus)} files, {mb:.1f} MB; {THREADS} cores; {ROUNDS} rounds"]
-    lines.append(f"load average at the report: {load:.2f}")
-    lines.append(f"load average at the start: {RESULTS.pop('loadavg_start', float('nan')):.2f}")
-    for name, seconds in sorted(RESULTS.items()):
-        size = 1.0 if name.startswith("patho/") else mb
-        lines.append(f"  {name:28s} median {seconds * 1e3:9.1f} ms  {size / seconds:8.1f} MB/s")
+    lines = [(f"corpus: stdlib, {files} files, {mb:.1f} MB; {THREADS} threads in batches; "
+              f"{ROUNDS} rounds (HF {HF_ROUNDS}); load average {load_start:.2f} at the start, "
+              f"{load:.2f} now")]  # fmt: skip
+    lines.append(f"  {'contender':24s} {'cold ms':>9s} {'warm ms':>9s} {'cold MB/s':>9s} "
+                 f"{'warm MB/s':>9s} {'cold cpu':>9s} {'warm cpu':>9s}")  # fmt: skip
+    for name, m in med.items():
+        lines.append(f"  {name:24s} {m['cold'] * 1e3:9.1f} {m['warm'] * 1e3:9.1f} "
+                     f"{mb / m['cold']:9.1f} {mb / m['warm']:9.1f} {m['cold_cpu'] * 1e3:9.1f} "
+                     f"{m['warm_cpu'] * 1e3:9.1f}")  # fmt: skip
 
-    def speedup(peer: str, mine: str) -> str:
-        if peer in RESULTS and mine in RESULTS:
-            return f"{RESULTS[peer] / RESULTS[mine]:.2f}x (time ratio ours/peer {RESULTS[mine] / RESULTS[peer]:.3f})"
-        return "n/a"
+    def ratio(peer: str, mine: str, key: str) -> float:
+        return med[peer][key] / med[mine][key]  # peer time / our time: > 1 = we are faster
 
-    pairs = (
-        ("encode 1 thread vs HF tokenizers", "encode/hf", "encode/ours"),
-        ("encode 1 thread vs tiktoken", "encode/tiktoken", "encode/ours"),
-        ("encode gpt2 1 thread vs tiktoken", "encode/tiktoken", "encode/ours-gpt2"),
-        ("batch vs tiktoken batch", "batch/tiktoken", "batch/ours"),
-        (f"batch scaling {THREADS} threads vs 1", "batch/ours-1", "batch/ours"),
+    pairs = [
+        ("encode 1 thread, CodeGen1 file, vs fastokens", "encode/fastokens", "encode/ours"),
+        ("encode 1 thread, GPT-2 file, vs fastokens", "encode/fastokens-gpt2", "encode/ours-gpt2"),
+        ("encode 1 thread, CodeGen1 file, vs HF tokenizers", "encode/hf", "encode/ours"),
+        ("encode 1 thread, GPT-2 file, vs tiktoken", "encode/tiktoken-gpt2", "encode/ours-gpt2"),
+        (f"batch {THREADS} threads, CodeGen1 file, vs fastokens", "batch/fastokens", "batch/ours"),
+        (f"batch {THREADS} threads, GPT-2 file, vs fastokens", "batch/fastokens-gpt2", "batch/ours-gpt2"),
+        (f"batch {THREADS} threads, GPT-2 file, vs tiktoken", "batch/tiktoken-gpt2", "batch/ours-gpt2"),
+    ]  # fmt: skip
+    lines.append("speed-ups (peer time / our time), wall [cpu]:")
+    for label, peer, mine in pairs:
+        lines.append(f"  {label:48s} cold {ratio(peer, mine, 'cold'):5.2f}x "
+                     f"[{ratio(peer, mine, 'cold_cpu'):5.2f}x]  warm {ratio(peer, mine, 'warm'):5.2f}x "
+                     f"[{ratio(peer, mine, 'warm_cpu'):5.2f}x]")  # fmt: skip
+    decode_x = dec_med["tiktoken"] / dec_med["ours"]
+    lines.append(f"decode (GPT-2 ids of the corpus): ours {dec_med['ours'] * 1e3:.1f} ms, tiktoken "
+                 f"{dec_med['tiktoken'] * 1e3:.1f} ms: {decode_x:.2f}x")  # fmt: skip
+    ordinary = med["encode/ours"]["warm_cpu"] / (mb * 1e6)  # CPU s per byte of code, warm
+    lines.append(
+        f"pathological 1 MB inputs, CPU time (ours; code: {ordinary * 1e9:.1f} ns/byte warm):"
     )
-    for state in ("cold", "warm"):
-        for label, peer, mine in pairs:
-            lines.append(f"[{state}] {label:34s} {speedup(f'{peer}/{state}', f'{mine}/{state}')}")
-    lines += [
-        f"encode 1 thread, ours warm vs cold:        {speedup('encode/ours/cold', 'encode/ours/warm')}",
-        f"decode vs tiktoken:               {speedup('decode/tiktoken', 'decode/ours')}",
-        f"decode vs HF tokenizers:          {speedup('decode/hf', 'decode/ours')}",
-    ]
-    if "encode/ours/warm" in RESULTS:
-        # per-byte time of ordinary code, warm (the pathological inputs are timed warm too)
-        ordinary = RESULTS["encode/ours/warm"] / (mb * 1e6)
-        lines.append(f"ordinary code, warm: {ordinary * 1e9:.1f} ns/byte")
-        for kind in PATHOLOGICAL:
-            if f"patho/{kind}" in RESULTS:
-                per_byte = RESULTS[f"patho/{kind}"] / 1e6
-                lines.append(
-                    f"pathological {kind:15s} per-byte time / ordinary: {per_byte / ordinary:.2f}"
-                )
+    worst = 0.0
+    for kind, seconds in patho.items():
+        x = seconds / 1e6 / ordinary
+        worst = max(worst, x)
+        fast_x = patho_fast[kind] / 1e6 / (med["encode/fastokens"]["warm_cpu"] / (mb * 1e6))
+        lines.append(f"  {kind:30s} {seconds * 1e3:7.1f} ms  {x:5.2f}x our code per byte "
+                     f"(fastokens {patho_fast[kind] * 1e3:7.1f} ms, {fast_x:6.2f}x its own)")  # fmt: skip
     print("\n" + "\n".join(lines))
-    out = Path(".benchmarks")
-    out.mkdir(exist_ok=True)
-    (out / "tokenizer.json").write_text(
-        json.dumps({"medians_s": RESULTS, "mb": mb, "loadavg_report": load}, indent=1)
-    )
+    _record_rows(mb=mb, med=med, ratio=ratio, decode_x=decode_x, worst=worst, load_start=load_start)
+
+
+def _record_rows(*, mb, med, ratio, decode_x, worst, load_start) -> None:
+    from _record import record, row  # noqa: PLC0415 (benchmarks/ is on sys.path)
+
+    def rate(name: str, key: str) -> float:
+        return mb / med[name][key]
+
+    rows = [
+        row("tokenizer encode, 1 thread, warm (CodeGen1 file)", rate("encode/ours", "warm"),
+            rate("encode/fastokens", "warm"), unit="MB/s", peer="fastokens",
+            ratio=ratio("encode/fastokens", "encode/ours", "warm"), target=1.0),
+        row("tokenizer encode, 1 thread, cold (CodeGen1 file)", rate("encode/ours", "cold"),
+            rate("encode/fastokens", "cold"), unit="MB/s", peer="fastokens",
+            ratio=ratio("encode/fastokens", "encode/ours", "cold"), target=1.2),
+        row("tokenizer encode, 1 thread, warm (GPT-2 file)", rate("encode/ours-gpt2", "warm"),
+            rate("encode/fastokens-gpt2", "warm"), unit="MB/s", peer="fastokens",
+            ratio=ratio("encode/fastokens-gpt2", "encode/ours-gpt2", "warm"), target=1.0),
+        row("tokenizer encode, 1 thread, cold (GPT-2 file)", rate("encode/ours-gpt2", "cold"),
+            rate("encode/fastokens-gpt2", "cold"), unit="MB/s", peer="fastokens",
+            ratio=ratio("encode/fastokens-gpt2", "encode/ours-gpt2", "cold"), target=1.2),
+        row(f"tokenizer batch, {THREADS} threads, warm (CodeGen1 file)", rate("batch/ours", "warm"),
+            rate("batch/fastokens", "warm"), unit="MB/s", peer="fastokens",
+            ratio=ratio("batch/fastokens", "batch/ours", "warm"), target=1.0),
+        row(f"tokenizer batch, {THREADS} threads, warm (GPT-2 file)", rate("batch/ours-gpt2", "warm"),
+            rate("batch/fastokens-gpt2", "warm"), unit="MB/s", peer="fastokens",
+            ratio=ratio("batch/fastokens-gpt2", "batch/ours-gpt2", "warm"), target=1.0),
+        row("tokenizer decode vs tiktoken", decode_x, unit="x", target=2.0, compare="figure"),
+        row("tokenizer worst 1 MB input, per byte vs code", worst, unit="x code", target=3.0,
+            op="<=", compare="figure"),
+    ]  # fmt: skip
+    record("tokenizer", rows, command=COMMAND, load_start=load_start)
