@@ -6,6 +6,7 @@
 #include <string_view>
 #include <vector>
 
+#include "common/hash.h"
 #include "dedup/lsh.h"
 #include "dedup/minhash.h"
 #include "dedup/near_dedup.h"
@@ -215,4 +216,31 @@ TEST(DedupUnionFindKeepsSmallestIndex) {
   CHECK(uf.Union(2, 4));
   CHECK_EQ(uf.Find(5), 2u);
   CHECK_EQ(uf.Find(0), 0u);
+}
+
+TEST(DedupShingleSequenceMatchesSetAndDefinition) {
+  // Long enough for the 8-at-a-time path and its scalar tail; every shingle by definition.
+  std::mt19937 rng(11);
+  const char* words[] = {"def", "x", "(", ")", ":", "return", "+", "1", "na\xc3\xafve", "_y2"};
+  for (int len : {1, 4, 5, 6, 12, 13, 100, 1001}) {
+    std::string text;
+    for (int k = 0; k < len; ++k) text += std::string(words[rng() % 10]) + " ";
+    for (int ngram : {1, 3, 5, 9}) {
+      codegen::dedup::ShingleScratch scratch;
+      std::vector<uint32_t> seq;
+      codegen::dedup::ShingleSequence(text, ShingleOptions{ngram}, &scratch, &seq);
+      std::vector<uint64_t> tokens;
+      codegen::dedup::TokenHashes(text, &tokens);
+      const size_t n = static_cast<size_t>(ngram);
+      CHECK_EQ(seq.size(), tokens.size() < n ? size_t{1} : tokens.size() - n + 1);
+      for (size_t i = 0; i + n <= tokens.size(); ++i) {
+        uint64_t h = 0;
+        for (size_t j = 0; j < n; ++j) h = (h + tokens[i + j]) * 0x9E3779B97F4A7C15ULL;
+        CHECK_EQ(seq[i], static_cast<uint32_t>(codegen::Fmix64(h) >> 32));
+      }
+      std::sort(seq.begin(), seq.end());
+      seq.erase(std::unique(seq.begin(), seq.end()), seq.end());
+      CHECK(seq == Shingles(text, ngram));
+    }
+  }
 }
