@@ -47,7 +47,14 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
     }
     byte_ids_[static_cast<size_t>(b)] = it->second;
   }
-  merges_.Reserve(merges.size() + 1);
+  compact_merges_ = true;
+  for (const auto& [bytes, id] : vocab) compact_merges_ = compact_merges_ && id < 0xFFFFu;
+  if (compact_merges_) {
+    merges32_.Reserve(merges.size() + 1);
+  } else {
+    merges_.Reserve(merges.size() + 1);
+  }
+  merged_id_.resize(merges.size());
   std::string joined;
   for (size_t rank = 0; rank < merges.size(); ++rank) {
     const auto& [left, right] = merges[rank];
@@ -62,7 +69,13 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
                                   "' is not in the vocabulary");
     }
     // A repeated pair keeps its last rank, as HF's merge map does.
-    merges_.Put(PairKey(l->second, r->second), Merge{static_cast<uint32_t>(rank), m->second});
+    const auto r32 = static_cast<uint32_t>(rank);
+    if (compact_merges_) {
+      merges32_.Put((l->second << 16) | r->second, r32);
+    } else {
+      merges_.Put(PairKey(l->second, r->second), r32);
+    }
+    merged_id_[rank] = m->second;
   }
   num_merges_ = merges.size();
   ignore_merges_ = ignore_merges;
@@ -130,10 +143,7 @@ void BpeModel::MergeSmall(EncodeScratch* scratch) const {
   auto& ids = scratch->ids;
   auto& ranks = scratch->ranks;  // ranks[k]: rank of the pair (ids[k], ids[k + 1])
   ranks.resize(ids.size());
-  auto rank_of = [&](size_t k) {
-    const Merge* m = FindMerge(ids[k], ids[k + 1]);
-    return m ? m->rank : kNoRank;
-  };
+  auto rank_of = [&](size_t k) { return FindRank(ids[k], ids[k + 1]); };
   for (size_t k = 0; k + 1 < ids.size(); ++k) ranks[k] = rank_of(k);
   ranks.back() = kNoRank;
   while (ids.size() > 1) {
@@ -142,7 +152,7 @@ void BpeModel::MergeSmall(EncodeScratch* scratch) const {
       if (ranks[k] < ranks[best]) best = k;
     }
     if (ranks[best] == kNoRank) break;
-    ids[best] = FindMerge(ids[best], ids[best + 1])->new_id;
+    ids[best] = MergedId(ranks[best]);
     ids.erase(ids.begin() + static_cast<std::ptrdiff_t>(best) + 1);
     ranks.erase(ranks.begin() + static_cast<std::ptrdiff_t>(best) + 1);
     if (best > 0) ranks[best - 1] = rank_of(best - 1);
@@ -187,10 +197,12 @@ void BpeModel::InitSymbols(std::string_view piece, std::vector<EncodeScratch::Sy
   sym.resize(n);
   for (size_t k = 0; k < n; ++k) {
     sym[k] = {byte_ids_[static_cast<unsigned char>(piece[k])], static_cast<int32_t>(k) - 1,
-              k + 1 < n ? static_cast<int32_t>(k + 1) : -1};
+              k + 1 < n ? static_cast<int32_t>(k + 1) : -1, kNoRank};
   }
   for (size_t k = 0; k + 1 < n; ++k) {
-    if (const Merge* m = FindMerge(sym[k].id, sym[k + 1].id)) on_pair(m->rank, k);
+    const uint32_t rank = FindRank(sym[k].id, sym[k + 1].id);
+    sym[k].rank = rank;
+    if (rank != kNoRank) on_pair(rank, k);
   }
 }
 
@@ -201,20 +213,22 @@ bool BpeModel::MergeAt(std::vector<EncodeScratch::Symbol>* symbols, size_t pos, 
   auto& left = sym[pos];
   if (left.id == kDeadSymbol || left.next < 0) return false;
   const auto next = static_cast<size_t>(left.next);
-  const Merge* m = FindMerge(left.id, sym[next].id);
-  if (m == nullptr || m->rank != rank) return false;  // a stale entry
-  left.id = m->new_id;
+  // Invariant: a live symbol's rank is FindRank(its id, its next's id).
+  if (left.rank != rank) return false;  // a stale entry
+  left.id = MergedId(rank);
   left.next = sym[next].next;
   sym[next].id = kDeadSymbol;
   if (left.next >= 0) sym[static_cast<size_t>(left.next)].prev = static_cast<int32_t>(pos);
   if (left.prev >= 0) {
     const auto prev = static_cast<size_t>(left.prev);
-    if (const Merge* pm = FindMerge(sym[prev].id, left.id)) on_pair(pm->rank, prev);
+    const uint32_t prev_rank = FindRank(sym[prev].id, left.id);
+    sym[prev].rank = prev_rank;
+    if (prev_rank != kNoRank) on_pair(prev_rank, prev);
   }
+  left.rank = kNoRank;
   if (left.next >= 0) {
-    if (const Merge* nm = FindMerge(left.id, sym[static_cast<size_t>(left.next)].id)) {
-      on_pair(nm->rank, pos);
-    }
+    left.rank = FindRank(left.id, sym[static_cast<size_t>(left.next)].id);
+    if (left.rank != kNoRank) on_pair(left.rank, pos);
   }
   return true;
 }

@@ -37,6 +37,8 @@ struct EncodeScratch {
     uint32_t id;
     int32_t prev;
     int32_t next;
+    uint32_t rank;  // of the merge of this symbol and the next, or kNoRank: no table lookup
+                    // to tell a stale queue entry
   };
   std::vector<Symbol> symbols;
   std::vector<int32_t> bucket_of_rank;  // long pieces: rank -> bucket, -1 when none
@@ -124,16 +126,18 @@ class BpeModel {
   size_t num_merges() const { return num_merges_; }
 
  private:
-  struct Merge {
-    uint32_t rank;
-    uint32_t new_id;
-  };
+  static constexpr uint32_t kNoRank = FlatU32Map::kAbsent;
   static uint64_t PairKey(uint32_t left, uint32_t right) {
     return (static_cast<uint64_t>(left) << 32) | right;
   }
-  const Merge* FindMerge(uint32_t left, uint32_t right) const {
-    return merges_.Find(PairKey(left, right));
+  // The rank of the merge of (left, right), or kNoRank. Vocabularies with every id below
+  // 65535 (all of GPT-2's family) use the compact table (32-bit keys, 1 MB for 50k merges).
+  uint32_t FindRank(uint32_t left, uint32_t right) const {
+    if (compact_merges_) return merges32_.Find((left << 16) | right);
+    const uint32_t* rank = merges_.Find(PairKey(left, right));
+    return rank != nullptr ? *rank : kNoRank;
   }
+  uint32_t MergedId(uint32_t rank) const { return merged_id_[rank]; }
   static void CheckPieceSize(std::string_view piece);  // throws above kMaxPieceBytes
   // EncodePieceTo's slow paths: a short piece the table lacks (BPE, then cached), and a
   // piece of more than 16 bytes (EncodePiece's caches).
@@ -165,7 +169,10 @@ class BpeModel {
   static constexpr size_t kMaxCachedPiece = 256;
 
   std::array<uint32_t, 256> byte_ids_{};
-  FlatU64Map<Merge> merges_;
+  bool compact_merges_ = false;
+  FlatU32Map merges32_;           // (left << 16 | right) -> rank, when compact_merges_
+  FlatU64Map<uint32_t> merges_;   // (left << 32 | right) -> rank, otherwise
+  std::vector<uint32_t> merged_id_;  // rank -> the id the merge makes
   size_t num_merges_ = 0;
   bool ignore_merges_ = false;
   // Pieces whose BPE is one token: every vocabulary token for which that holds (or, with

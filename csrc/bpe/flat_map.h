@@ -69,6 +69,47 @@ class FlatU64Map {
   size_t mask_ = 0;
 };
 
+// uint32 -> uint32, fixed after construction: 8-byte slots, so a table of 50k merge pairs
+// is 1 MB (fits a core's L2) where 64-bit keys take 2. Key ~0u is reserved as empty.
+class FlatU32Map {
+ public:
+  static constexpr uint32_t kAbsent = ~0u;
+  void Reserve(size_t n) {
+    unsigned bits = 4;
+    while ((size_t{1} << bits) < n * 2) ++bits;
+    slots_.assign(size_t{1} << bits, Slot{kEmpty, 0});
+    mask_ = slots_.size() - 1;
+    shift_ = 32 - bits;
+  }
+  void Put(uint32_t key, uint32_t value) {
+    size_t i = Index(key);
+    while (slots_[i].key != kEmpty && slots_[i].key != key) i = (i + 1) & mask_;
+    slots_[i] = Slot{key, value};
+  }
+  uint32_t Find(uint32_t key) const {
+    size_t i = Index(key);
+    while (true) {
+      const Slot& slot = slots_[i];
+      if (slot.key == key) return slot.value;
+      if (slot.key == kEmpty) return kAbsent;
+      i = (i + 1) & mask_;
+    }
+  }
+
+ private:
+  static constexpr uint32_t kEmpty = ~0u;
+  struct Slot {
+    uint32_t key;
+    uint32_t value;
+  };
+  size_t Index(uint32_t key) const {
+    return static_cast<size_t>(static_cast<uint32_t>(key * 0x9e3779b1u) >> shift_);
+  }
+  std::vector<Slot> slots_;
+  size_t mask_ = 0;
+  unsigned shift_ = 32;
+};
+
 // A piece of 1..16 bytes packed as two little-endian words, zero-padded, and its length.
 struct PackedPiece {
   uint64_t w0;
