@@ -1,7 +1,11 @@
 #include "bpe/tokenizer.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstring>
+#include <exception>
+#include <mutex>
+#include <thread>
 #include <stdexcept>
 
 #include "bpe/pretokenizer.h"
@@ -203,18 +207,38 @@ std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
     const std::vector<std::string_view>& texts, const SpecialPolicy& policy,
     size_t num_threads) const {
   std::vector<std::vector<uint32_t>> results(texts.size());
-  // Chunks of one text: file sizes vary too much for static partitions.
-  ParallelFor(texts.size(), 1, static_cast<int>(num_threads), [&](size_t begin, size_t end) {
-    ScratchLease lease(*this);
-    std::vector<Segment> segments;
-    for (size_t i = begin; i < end; ++i) {
-      try {
-        EncodeWith(texts[i], policy, lease.get(), &segments, &results[i]);
-      } catch (const std::invalid_argument& e) {
-        throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
+  if (texts.empty()) return results;
+  // Each worker leases one scratch for the whole batch (its piece table stays in its own
+  // core's cache; no two threads touch the same one) and takes texts one at a time: file
+  // sizes vary too much for static partitions.
+  const size_t workers =
+      std::min(static_cast<size_t>(ResolveThreads(static_cast<int>(num_threads))), texts.size());
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&]() {
+    try {
+      ScratchLease lease(*this);
+      std::vector<Segment> segments;
+      for (size_t i = next.fetch_add(1); i < texts.size(); i = next.fetch_add(1)) {
+        try {
+          EncodeWith(texts[i], policy, lease.get(), &segments, &results[i]);
+        } catch (const std::invalid_argument& e) {
+          throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
+        }
       }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next.store(texts.size());
     }
-  });
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(workers - 1);
+  for (size_t t = 0; t + 1 < workers; ++t) threads.emplace_back(work);
+  work();
+  for (auto& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
   return results;
 }
 
