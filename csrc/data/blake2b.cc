@@ -130,7 +130,7 @@ CODEGEN_AVX512 void ManyAvx512(const std::string_view* messages, size_t n, size_
     bool active = false;
   };
   alignas(64) uint64_t h[8][kLanes];
-  alignas(64) uint8_t pad[kLanes][128];
+  alignas(64) uint8_t pad[kLanes][128] = {};  // also the dummy block of idle lanes
   alignas(64) int64_t address[kLanes];
   alignas(64) uint64_t counter[kLanes], final_flag[kLanes];
   Lane lanes[kLanes];
