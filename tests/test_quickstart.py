@@ -4,6 +4,7 @@ finishes, a third reuses every stage. The assertions share those runs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import signal
@@ -121,16 +122,35 @@ def test_rerun_reuses_finished_stages(runs: dict[str, Any]) -> None:
 
 
 class _Page(HTMLParser):
+    """Every start tag with its attributes, the open-element stack (to check nesting), the
+    text, each <pre>'s text with its class, each table's rows of cell texts by id/class."""
+
+    VOID = ("meta", "img", "br", "rect", "line", "polyline", "circle", "link", "input")
+
     def __init__(self) -> None:
         super().__init__()
         self.tags: list[tuple[str, dict[str, str | None]]] = []
         self.open: list[str] = []
         self.text: list[str] = []
+        self.pres: list[tuple[str, str]] = []
+        self.tables: list[tuple[str, list[list[str]]]] = []
+        self.style: list[str] = []
+        self._cell: list[str] | None = None
+        self._pre: list[str] | None = None
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        self.tags.append((tag, dict(attrs)))
-        if tag not in ("meta", "img", "br", "rect", "line", "polyline", "circle"):
+        a = dict(attrs)
+        self.tags.append((tag, a))
+        if tag not in self.VOID:
             self.open.append(tag)
+        if tag == "table":
+            self.tables.append((a.get("id") or a.get("class") or "", []))
+        elif tag == "tr" and self.tables:
+            self.tables[-1][1].append([])
+        elif tag in ("td", "th"):
+            self._cell = []
+        elif tag == "pre":
+            self._pre = [a.get("class") or ""]
 
     def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.append((tag, dict(attrs)))
@@ -138,30 +158,84 @@ class _Page(HTMLParser):
     def handle_endtag(self, tag: str) -> None:
         assert self.open and self.open[-1] == tag, (tag, self.open[-5:])
         self.open.pop()
+        if tag in ("td", "th") and self._cell is not None and self.tables:
+            self.tables[-1][1][-1].append("".join(self._cell).strip())
+            self._cell = None
+        elif tag == "pre" and self._pre is not None:
+            self.pres.append((self._pre[0], "".join(self._pre[1:])))
+            self._pre = None
 
     def handle_data(self, data: str) -> None:
         self.text.append(data)
+        if self._cell is not None:
+            self._cell.append(data)
+        if self._pre is not None:
+            self._pre.append(data)
+        if self.open and self.open[-1] == "style":
+            self.style.append(data)
+
+    def table(self, name: str) -> list[list[str]]:
+        found = [rows for key, rows in self.tables if key == name]
+        assert found, f"no table {name!r} in {[k for k, _ in self.tables]}"
+        return found[0]
+
+
+def _png_size(data: bytes) -> tuple[int, int]:
+    """(width, height) of a PNG, checking its signature and IHDR chunk."""
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", data[:8]
+    assert data[12:16] == b"IHDR"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
 
 
 def test_html_report_structure(runs: dict[str, Any]) -> None:
+    from codegen_core.quickstart.stages import SAMPLE_PROMPTS  # noqa: PLC0415
+
     out = runs["out"]
     page = _Page()
     page.feed((out / "report.html").read_text(encoding="utf-8"))
     page.close()
     assert page.open == []  # every element closed, in order
+    # the stage table: a header, then one row per stage with its seconds and state
+    stages = page.table("stages")
+    assert stages[0] == ["stage", "seconds", "state"]
+    assert [r[0] for r in stages[1:]] == list(STAGES)
+    for name, secs, state in stages[1:]:
+        assert float(secs) >= 0 and state in ("ran", "reused", "skipped"), (name, secs, state)
+    data = {r[0]: r[1] for r in page.table("data")}
+    assert int(data["files kept"]) > 0 and "nats/token" in data["held-out unigram entropy"]
+    # the loss curve: an embedded PNG (matplotlib) or, without matplotlib, an inline SVG
+    curve = [(t, a) for t, a in page.tags if a.get("id") == "loss-curve"]
+    assert len(curve) == 1
+    tag, attrs = curve[0]
+    if tag == "img":
+        src = attrs["src"] or ""
+        assert src.startswith("data:image/png;base64,"), src[:40]
+        width, height = _png_size(base64.b64decode(src.split(",", 1)[1], validate=True))
+        assert width >= 300 and height >= 150
+    else:
+        assert tag == "svg" and sum(t == "polyline" for t, _ in page.tags) >= 1
+    # the greedy samples: one <pre class="sample"> per prompt, the prompt then the completion
     ids = {a.get("id") for _, a in page.tags}
-    assert {"stages", "data", "loss-curve"} <= ids
-    assert sum(t == "polyline" for t, _ in page.tags) >= 1  # the train loss curve
+    assert {"stages", "data", "loss-curve", "samples", "dedup"} <= ids
+    samples = [text for cls, text in page.pres if cls == "sample"]
+    assert len(samples) == len(SAMPLE_PROMPTS)
+    for prompt, text in zip(SAMPLE_PROMPTS, samples, strict=True):
+        assert text.startswith(prompt)
+    # dedup examples side by side: the kept file's head next to the removed one's
+    dedup = page.table("dedup")
+    assert dedup[0][0].startswith("kept: ") and dedup[0][1].startswith("removed: ")
+    assert len(dedup[1]) == 2 and all(cell.strip() for cell in dedup[1])
     text = "".join(page.text)
     for name in STAGES:
         assert name in text
-    assert "kept: " in text and "removed: " in text  # dedup examples side by side
-    refs = [a[k] for _, a in page.tags for k in ("src", "href") if a.get(k)]
-    for ref in refs:  # no broken references: every one is a file in the run directory
-        assert ref is not None and not ref.startswith(("http:", "https:", "/")), ref
-        assert (out / ref).is_file(), ref
-    if (out / "run" / "loss.png").is_file():
-        assert "run/loss.png" in refs
+    # self-contained: no script, no stylesheet link, no reference that would be fetched
+    assert not any(t in ("script", "link", "iframe", "object", "embed") for t, _ in page.tags)
+    for _, a in page.tags:
+        for key in ("src", "href", "srcset", "data", "poster", "background"):
+            ref = a.get(key)
+            if ref is not None:
+                assert ref.startswith(("data:", "#")), (key, ref[:80])
+    assert "url(" not in "".join(page.style) and "@import" not in "".join(page.style)
 
 
 def test_sparkline_and_svg() -> None:
@@ -174,13 +248,19 @@ def test_sparkline_and_svg() -> None:
 
 def test_a_run_directory_keeps_its_options(tmp_path: Path) -> None:
     from codegen_core.quickstart.cli import run_quickstart  # noqa: PLC0415
-    from codegen_core.quickstart.stages import QuickstartConfig, StageError  # noqa: PLC0415
+    from codegen_core.quickstart.stages import (  # noqa: PLC0415
+        FULL_STEPS,
+        QuickstartConfig,
+        StageError,
+    )
 
     missing = tmp_path / "no-such-corpus"
     with pytest.raises(StageError, match="no-such-corpus does not exist"):
         run_quickstart(QuickstartConfig(out=str(tmp_path / "a"), corpus=(str(missing),)))
-    with pytest.raises(ValueError, match=r"other options \(steps differ: steps=200\)"):
+    with pytest.raises(ValueError, match=rf"other options \(steps differ: steps={FULL_STEPS}\)"):
         run_quickstart(QuickstartConfig(out=str(tmp_path / "a"), corpus=(str(missing),),
                                         steps=25))  # fmt: skip
     with pytest.raises(ValueError, match="steps must be >= 1"):
         QuickstartConfig(steps=0).resolved()
+    with pytest.raises(ValueError, match="lr must be a float in"):
+        QuickstartConfig(lr=2.0).resolved()

@@ -9,7 +9,16 @@ import time
 from typing import Any
 
 from codegen_core.quickstart import report
-from codegen_core.quickstart.stages import STAGES, QuickstartConfig, StageError, run_stage
+from codegen_core.quickstart.stages import (
+    FULL_STEPS,
+    LR,
+    MS_PER_TOKEN,
+    SPAN_CORRUPTION_RATIO,
+    STAGES,
+    QuickstartConfig,
+    StageError,
+    run_stage,
+)
 
 __all__ = ["register", "run", "run_quickstart"]
 
@@ -46,13 +55,20 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--steps",
         type=int,
         default=None,
-        help="training steps (default: 24 with --quick, else 200)",
+        help=f"training steps (default: 24 with --quick, else {FULL_STEPS}: about "
+        f"{FULL_STEPS * 4 * 128 * MS_PER_TOKEN / 60000:.0f} minutes on 2 CPU cores)",
     )
     p.add_argument(
         "--batch-size",
         type=int,
         default=None,
-        help="sequences per step (default: 4 with --quick, else 8)",
+        help="sequences per step (default: 4)",
+    )
+    p.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help=f"peak learning rate (default: {LR})",
     )
     p.add_argument(
         "--seq-len",
@@ -76,12 +92,12 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
         "--checkpoint-every",
         type=int,
         default=None,
-        help="steps between checkpoints (default: 8 with --quick, else 50)",
+        help=f"steps between checkpoints (default: 8 with --quick, else {FULL_STEPS // 4})",
     )
     p.add_argument(
         "--span-corruption-ratio",
         type=float,
-        default=0.5,
+        default=SPAN_CORRUPTION_RATIO,
         help="fraction of sequences trained as CodeGen2 span corruption (infill)",
     )
     p.add_argument(
@@ -118,7 +134,8 @@ def _config(args: argparse.Namespace) -> QuickstartConfig:
     return QuickstartConfig(
         out=args.out, quick=args.quick, corpus=tuple(args.corpus or ()),
         train_files=args.train_files, heldout_files=args.heldout_files, seq_len=args.seq_len,
-        steps=args.steps, batch_size=args.batch_size, checkpoint_every=args.checkpoint_every,
+        steps=args.steps, batch_size=args.batch_size, lr=args.lr,
+        checkpoint_every=args.checkpoint_every,
         span_corruption_ratio=args.span_corruption_ratio, humaneval=args.humaneval,
         humaneval_problems=args.humaneval_problems, mtpb=args.mtpb,
         max_new_tokens=args.max_new_tokens, progress=not args.no_progress,
