@@ -26,7 +26,12 @@ void AddedTokenTrie::Insert(std::string_view content, uint32_t token_index) {
   first_byte_[static_cast<unsigned char>(content[0])] = true;
   if (content.size() == 1) {
     single_byte_[static_cast<unsigned char>(content[0])] = true;
+    any_single_byte_ = true;
   } else {
+    const auto second = static_cast<unsigned char>(content[1]);
+    if (std::find(second_bytes_.begin(), second_bytes_.end(), second) == second_bytes_.end()) {
+      second_bytes_.push_back(second);
+    }
     const size_t pair = (size_t{static_cast<unsigned char>(content[0])} << 8) |
                         static_cast<unsigned char>(content[1]);
     pair_bits_[pair >> 6] |= uint64_t{1} << (pair & 63);

@@ -57,11 +57,34 @@ class AddedTokenTrie {
   // Longest token starting at text[i]: returns its length (0 if none) and its index.
   size_t LongestMatch(std::string_view text, size_t i, uint32_t* token_index) const;
   bool MayStartWith(unsigned char b) const { return first_byte_[b]; }
-  // The first position >= i (or n) whose byte may start a token. With at most four distinct
-  // first bytes (GPT-2: '<'; CodeGen: ' ', '\t', '<') 16 bytes are tested at a time.
+  // The first position >= i (or n) where a token may start (a filter: MayMatchAt and
+  // LongestMatch decide). With at most four distinct first bytes (GPT-2: '<'; CodeGen: ' ',
+  // '\t', '<') 16 positions are tested at a time.
   size_t SkipToCandidate(const unsigned char* s, size_t i, size_t n) const {
 #if defined(__SSE2__)
-    if (!first_bytes_.empty() && first_bytes_.size() <= 4) {
+    if (!first_bytes_.empty() && first_bytes_.size() <= 4 && !any_single_byte_ &&
+        second_bytes_.size() <= 4) {
+      // Every token has two bytes or more: test the first two bytes of each position (for
+      // CodeGen's whitespace tokens, a single space before a word is skipped here).
+      const __m128i f0 = _mm_set1_epi8(static_cast<char>(first_bytes_[0]));
+      const __m128i f1 = _mm_set1_epi8(static_cast<char>(first_bytes_[1 % first_bytes_.size()]));
+      const __m128i f2 = _mm_set1_epi8(static_cast<char>(first_bytes_[2 % first_bytes_.size()]));
+      const __m128i f3 = _mm_set1_epi8(static_cast<char>(first_bytes_[3 % first_bytes_.size()]));
+      const __m128i g0 = _mm_set1_epi8(static_cast<char>(second_bytes_[0]));
+      const __m128i g1 = _mm_set1_epi8(static_cast<char>(second_bytes_[1 % second_bytes_.size()]));
+      const __m128i g2 = _mm_set1_epi8(static_cast<char>(second_bytes_[2 % second_bytes_.size()]));
+      const __m128i g3 = _mm_set1_epi8(static_cast<char>(second_bytes_[3 % second_bytes_.size()]));
+      for (; i + 17 <= n; i += 16) {
+        const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i));
+        const __m128i w = _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i + 1));
+        const __m128i first = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(v, f0), _mm_cmpeq_epi8(v, f1)),
+                                           _mm_or_si128(_mm_cmpeq_epi8(v, f2), _mm_cmpeq_epi8(v, f3)));
+        const __m128i second = _mm_or_si128(_mm_or_si128(_mm_cmpeq_epi8(w, g0), _mm_cmpeq_epi8(w, g1)),
+                                            _mm_or_si128(_mm_cmpeq_epi8(w, g2), _mm_cmpeq_epi8(w, g3)));
+        const auto bits = static_cast<unsigned>(_mm_movemask_epi8(_mm_and_si128(first, second)));
+        if (bits != 0) return i + static_cast<size_t>(__builtin_ctz(bits));
+      }
+    } else if (!first_bytes_.empty() && first_bytes_.size() <= 4) {
       const __m128i f0 = _mm_set1_epi8(static_cast<char>(first_bytes_[0]));
       const __m128i f1 = _mm_set1_epi8(static_cast<char>(first_bytes_[1 % first_bytes_.size()]));
       const __m128i f2 = _mm_set1_epi8(static_cast<char>(first_bytes_[2 % first_bytes_.size()]));
@@ -104,7 +127,9 @@ class AddedTokenTrie {
   }
   std::vector<Node> nodes_;  // nodes_[0] is the root once anything is inserted
   std::array<bool, 256> first_byte_{};
-  std::vector<unsigned char> first_bytes_;  // the bytes set in first_byte_
+  std::vector<unsigned char> first_bytes_;   // the bytes set in first_byte_
+  std::vector<unsigned char> second_bytes_;  // the second bytes of the tokens of 2+ bytes
+  bool any_single_byte_ = false;             // a token of one byte exists
   std::array<uint32_t, 256> root_children_{};  // the root's fan-out is wide: a direct table
   std::array<bool, 256> single_byte_{};         // a token of one byte is that byte
   std::array<uint64_t, 1024> pair_bits_{};      // bit (b0 << 8 | b1): a token starts b0 b1

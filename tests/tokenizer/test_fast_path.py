@@ -99,3 +99,16 @@ def test_piece_cache_refills_give_the_same_ids() -> None:
     text = " ".join(words)  # 161051 distinct 7-byte pieces, most not whole tokens
     for _ in range(2):
         assert core.encode(text, [], []) == core.encode_reference(text, [], [])
+
+
+def test_added_tokens_at_block_edges_match_hf() -> None:
+    """CodeGen's whitespace tokens and <|endoftext|> at every offset of the 16-byte blocks
+    the added-token scan tests at once, against HF (the reference path shares the scan)."""
+    hf_tokenizers = pytest.importorskip("tokenizers", reason="HF tokenizers is the peer")
+    path = shared_path("tokenizers", "codegen", "tokenizer.json")
+    ours, hf = Tokenizer.from_file(path), hf_tokenizers.Tokenizer.from_file(str(path))
+    for lead, token, tail in itertools.product(
+        range(40), ["  ", " " * 5, "\t\t", " \t ", "<|endoftext|>", "<|", " <"], ["x", "", " y"]
+    ):
+        text = "a" * lead + token + tail + " z" * (lead % 5)
+        assert ours.encode(text, allowed_special="all") == hf.encode(text).ids, repr(text)
