@@ -16,6 +16,7 @@ namespace codegen::bpe {
 namespace {
 
 constexpr uint32_t kMaxId = 1u << 24;  // far above any real vocabulary; guards allocations
+constexpr size_t kDecodeSlack = 16;   // bytes past the end of the decode arena and output
 
 // Converts the vocabulary (spelled over the byte alphabet) to raw bytes for the model.
 // Tokens outside the alphabet cannot come out of BPE and are left to decoding only.
@@ -88,6 +89,7 @@ Tokenizer::Tokenizer(const TokenizerSpec& spec)
     decode_offsets_.push_back(static_cast<uint32_t>(decode_bytes_.size()));
     kinds_.push_back(info.kind);
   }
+  decode_bytes_.append(kDecodeSlack, '\0');  // DecodeBytes copies short tokens 16 bytes at a time
   // token_to_id: an added token's content wins over a vocabulary spelling, as in HF.
   auto index = [this](std::string_view text, uint32_t id) {
     uint32_t count = 0;
@@ -254,14 +256,21 @@ std::string Tokenizer::DecodeBytes(const uint32_t* ids, size_t count, bool skip_
     }
     total += decode_offsets_[id + 1] - decode_offsets_[id];
   }
-  std::string out(total, '\0');
+  // Tokens of up to 16 bytes (nearly all) are copied as 16 bytes, a fixed-size copy with no
+  // call, into room left past the end; dst then advances by the token's length.
+  std::string out(total + kDecodeSlack, '\0');
   char* dst = out.data();
+  const char* src = decode_bytes_.data();
   for (size_t i = 0; i < count; ++i) {
     const uint32_t id = ids[i];
     if (skip_special && kinds_[id] == Kind::kSpecial) continue;
     const uint32_t begin = decode_offsets_[id];
     const uint32_t len = decode_offsets_[id + 1] - begin;
-    std::memcpy(dst, decode_bytes_.data() + begin, len);
+    if (len <= kDecodeSlack) {
+      std::memcpy(dst, src + begin, kDecodeSlack);
+    } else {
+      std::memcpy(dst, src + begin, len);
+    }
     dst += len;
   }
   out.resize(static_cast<size_t>(dst - out.data()));
