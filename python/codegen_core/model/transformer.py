@@ -573,7 +573,9 @@ def forward(
             raise ValueError("a KV cache needs per-layer params (use unstack_layers)")
 
         def step(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
-            return block(p, x, config, layer_cache=None, **kw)[0], None
+            # the carry keeps the input's dtype: with bf16 params on CPU a layer returns
+            # fp32 (bf16 weights, fp32 accumulation), which a scan carry cannot change to
+            return block(p, x, config, layer_cache=None, **kw)[0].astype(x.dtype), None
 
         if policy is not None:
             step = jax.checkpoint(step, policy=policy, prevent_cse=False)

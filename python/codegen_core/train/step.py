@@ -13,6 +13,7 @@ number. The optional z-loss ``z_loss * logsumexp(logits)**2`` is averaged the sa
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -58,10 +59,6 @@ def loss_sums(
     """(objective sum, sums) for one (micro-)batch: the summed cross-entropy (+ z-loss)
     over counted targets, and ``{"ce", "z", "count"}`` sums for the metrics."""
     compute = transformer.cast_params(params, jnp.dtype(opts.compute_dtype))
-    # The embedding stays fp32, so the residual stream (the scan carry) is fp32 and the
-    # matmuls take the compute dtype (on CPU, bf16 weights give fp32 outputs: a bf16
-    # carry would change type inside the scan).
-    compute = {**compute, "wte": params["wte"]}
     logits, _ = transformer.forward(
         compute,
         batch["tokens"],
@@ -132,15 +129,18 @@ def train_step(
     grads = jax.tree.map(lambda g: g / count, grads)  # gradient of the mean
     loss = sums["ce"] / count
     grad_norm = optax.tree.norm(grads)
-    updates, new_opt = optimizer.update(grads, state["opt_state"], state["params"])
-    new_params = optax.apply_updates(state["params"], updates)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
-    keep = lambda new, old: jax.tree.map(lambda a, b: jnp.where(finite, a, b), new, old)
-    new_state = {
-        "params": keep(new_params, state["params"]),
-        "opt_state": keep(new_opt, state["opt_state"]),
-        "step": state["step"] + 1,
-    }
+
+    def update(params: Any, opt_state: Any) -> tuple[Any, Any]:
+        updates, new_opt = optimizer.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), new_opt
+
+    # A conditional, not a select of new and old: selecting makes XLA keep (copy) the old
+    # params and moments next to the new ones, three extra passes over the whole state.
+    new_params, new_opt = jax.lax.cond(
+        finite, update, lambda p, o: (p, o), state["params"], state["opt_state"]
+    )
+    new_state = {"params": new_params, "opt_state": new_opt, "step": state["step"] + 1}
     metrics = {
         "loss": loss,
         "z_loss": sums["z"] / count,
@@ -230,6 +230,33 @@ def init_state(
         return jax.jit(build, out_shardings=shardings)(params)
 
 
+# XLA:CPU (jaxlib 0.10) hands reductions to YNNPACK too, whose sums over the leading axis
+# (the gradients of biases and norm scales: sums over the tokens) are ~25x slower than XLA's
+# own loops (a 512 x 51200 column sum, the lm_head bias gradient: 315 ms vs 13 ms). The
+# train and eval steps keep YNNPACK for the dots only.
+_CPU_COMPILER_OPTIONS = {
+    "xla_cpu_experimental_ynn_fusion_type": "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT"
+}
+
+
+@functools.cache
+def compiler_options(platform: str) -> dict[str, str] | None:
+    """The XLA options the steps compile with on ``platform`` (None: the defaults; also
+    on a CPU whose XLA does not know the option)."""
+    if platform != "cpu":
+        return None
+    try:
+        probe = jax.jit(lambda x: x.sum(0), compiler_options=_CPU_COMPILER_OPTIONS)
+        probe.lower(jnp.ones((2, 2), jnp.float32)).compile()
+    except (ValueError, RuntimeError):  # XlaRuntimeError: INVALID_ARGUMENT (unknown option)
+        return None
+    return dict(_CPU_COMPILER_OPTIONS)
+
+
+def _platform(mesh: Mesh) -> str:
+    return str(mesh.devices.flat[0].platform)
+
+
 def compile_train_step(
     config: CodeGenConfig,
     optimizer: optax.GradientTransformation,
@@ -246,7 +273,8 @@ def compile_train_step(
                           opts=opts)  # fmt: skip
 
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(fn, in_shardings=(sh, None), out_shardings=(sh, replicated), donate_argnums=0)
+    return jax.jit(fn, in_shardings=(sh, None), out_shardings=(sh, replicated), donate_argnums=0,
+                   compiler_options=compiler_options(_platform(mesh)))  # fmt: skip
 
 
 def compile_eval_step(
@@ -257,4 +285,4 @@ def compile_eval_step(
     def fn(params: transformer.Params, batch: Batch, token_bytes: jax.Array) -> Any:
         return eval_step(params, batch, token_bytes, config=config, opts=opts)
 
-    return jax.jit(fn, out_shardings=replicated)
+    return jax.jit(fn, out_shardings=replicated, compiler_options=compiler_options(_platform(mesh)))
