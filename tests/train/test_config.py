@@ -129,3 +129,25 @@ def test_json_file_and_round_trip_through_yaml(tmp_path) -> None:
     written.write_text(cfg.to_yaml())
     assert load_config(written) == cfg
     assert Config() == load_config(None)
+
+
+def test_attention_impl_has_one_source_and_the_old_train_key_maps_to_it(tmp_path) -> None:
+    assert "attn_impl" not in Config().to_dict()["train"]
+    cfg = load_config("tiny", ["model.attention_impl=xla"])
+    assert cfg.model.resolve().attention_impl == "xla"
+    # an old run's config.yaml (train.attn_impl) still loads: the value moves to the model
+    old = tmp_path / "config.yaml"
+    old.write_text("train:\n  attn_impl: xla\n", encoding="utf-8")
+    cfg = load_config(old)
+    assert cfg.model.resolve().attention_impl == "xla"
+    assert "attn_impl" not in cfg.to_dict()["train"]
+    assert load_config(old, ["model.attention_impl=xla"]).model.resolve().attention_impl == "xla"
+    # "auto" deferred to the model: it leaves model.attention_impl as it is
+    old.write_text("train:\n  attn_impl: auto\n", encoding="utf-8")
+    assert load_config(old, ["model.attention_impl=xla"]).model.resolve().attention_impl == "xla"
+    with pytest.raises(
+        ConfigError, match=r"train\.attn_impl='xla'.*model\.attention_impl='pallas'"
+    ):
+        load_config("tiny", ["train.attn_impl=xla", "model.attention_impl=pallas"])
+    with pytest.raises(ConfigError, match=r"train\.attn_impl='flash' must be one of"):
+        load_config("tiny", ["train.attn_impl=flash"])

@@ -82,7 +82,6 @@ class TrainSection:
     remat: Literal["none", "full", "dots"] = "none"  # rematerialisation of the scanned layers
     z_loss: float = 0.0  # coefficient of logsumexp(logits)**2 (PaLM uses 1e-4)
     nan_policy: Literal["stop", "skip"] = "stop"  # on a non-finite loss or gradient
-    attn_impl: Literal["auto", "xla", "pallas"] = "auto"
     init_from: str | None = None  # a transformers checkpoint directory (or Hub id) to start from
 
 
@@ -303,6 +302,7 @@ def build_config(layers: Sequence[tuple[Mapping[str, Any], str]]) -> Config:
                 raise ConfigError(f"{source}: section {name!r} must be a mapping, got {body!r}")
             for key, value in body.items():
                 sections[name][key] = (value, source)
+    _map_legacy_keys(sections)
     built: dict[str, Any] = {}
     hints = typing.get_type_hints(Config)
     for name, values in sections.items():
@@ -316,6 +316,28 @@ def build_config(layers: Sequence[tuple[Mapping[str, Any], str]]) -> Config:
         raise
     except (ValueError, TypeError) as e:  # pragma: no cover - _validate wraps these
         raise ConfigError(str(e)) from e
+
+
+def _map_legacy_keys(sections: dict[str, dict[str, Any]]) -> None:
+    """``train.attn_impl`` (written by earlier versions into every run's config.yaml) is now
+    ``model.attention_impl``, the one switch the model and the trainer read: "auto" (which
+    deferred to the model) is dropped, another value moves there; an explicit, different
+    ``model.attention_impl`` next to it is an error."""
+    legacy = sections["train"].pop("attn_impl", None)
+    if legacy is None:
+        return
+    value, source = legacy
+    _coerce(value, Literal["auto", "xla", "pallas"], "train.attn_impl", source)
+    if value == "auto":
+        return
+    current = sections["model"].get("attention_impl")
+    if current is not None and current[0] != value:
+        raise ConfigError(
+            f"{source}: train.attn_impl={value!r} (the old name of model.attention_impl) "
+            f"conflicts with model.attention_impl={current[0]!r} ({current[1]}); keep only "
+            f"model.attention_impl"
+        )
+    sections["model"]["attention_impl"] = (value, source)
 
 
 def _section(cls: type, name: str, values: Mapping[str, tuple[Any, str]]) -> Any:

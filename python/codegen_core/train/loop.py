@@ -230,8 +230,7 @@ def train(cfg: Config) -> TrainResult:
         remat=cfg.train.remat,
         z_loss=cfg.train.z_loss,
         micro_batches=cfg.train.micro_batches,
-        attn_impl=cfg.train.attn_impl,
-    )
+    )  # the attention kernel: model.attention_impl (the model config's own switch)
     loader = BatchLoader(
         ShardReader(cfg.data.dir),  # type: ignore[arg-type]
         LoaderConfig(
