@@ -5,14 +5,16 @@ Both sides run the same recipe on the same random weights (drawn in transformers
 converted): fp32, forward + backward + global-norm clip 1.0 + AdamW (0.9, 0.999, 1e-8,
 weight decay 0.1), batch 1 x 512 tokens. Each side runs in its own child process, so that
 its peak memory (``ru_maxrss``) is its own, in alternating rounds (the fastest round of each
-counts); the first step's loss of both is printed as a check that they compute the same
-thing.
+counts, with the median of the rounds next to it); the first step's loss of both is printed
+as a check that they compute the same thing. Each child also times a forward-only pass of
+the same model and tokens: on a shared machine the step/forward ratio moves much less than
+the step time, and the CPU seconds (user + system) of a step are printed too.
 
 MFU = tokens/s x model FLOPs per token (PaLM: 6 N + 12 L d T, ``train.metrics``) / the fp32
 matmul peak of this machine measured in the same run (the best of JAX's and torch's on a
 2048^2 product). Targets (issue 10): ours >= 1.3x torch's tokens/s, MFU >= 50%.
 
-    python benchmarks/bench_train.py                 # about 4 minutes on 2 idle cores
+    python benchmarks/bench_train.py                 # about 5 minutes on 2 idle cores
     BENCH_STEPS=2 python benchmarks/bench_train.py   # quicker, noisier
     BENCH_SHAPE=tiny python benchmarks/bench_train.py  # a smoke test of the script
     pytest benchmarks/bench_train.py -m slow
@@ -71,19 +73,36 @@ def _tokens() -> np.ndarray:
     return rng.integers(0, 50000, (BATCH, SEQ)).astype(np.int64)
 
 
-def _timed(step: Callable[[], float]) -> dict[str, Any]:
+def _seconds(fn: Callable[[], Any], n: int) -> tuple[list[float], list[float]]:
+    """Wall and CPU (user + system, all threads) seconds of ``n`` calls."""
+    wall, cpu = [], []
+    for _ in range(n):
+        t, c = time.perf_counter(), os.times()
+        fn()
+        d = os.times()
+        wall.append(time.perf_counter() - t)
+        cpu.append(d.user - c.user + d.system - c.system)
+    return wall, cpu
+
+
+def _timed(step: Callable[[], float], forward: Callable[[], Any]) -> dict[str, Any]:
+    """One warm-up step, then ``STEPS`` timed steps, then ``STEPS`` forward-only passes of
+    the same model on the same tokens (the yardstick that load on a shared machine scales
+    alike: a step costs about 3 forwards of matmuls plus the optimizer)."""
     t = time.perf_counter()
     first_loss = step()  # warm-up (compilation on our side)
     warm = time.perf_counter() - t
-    times = []
-    for _ in range(STEPS):
-        t = time.perf_counter()
-        step()
-        times.append(time.perf_counter() - t)
-    sec = statistics.median(times)
+    times, cpu = _seconds(step, STEPS)
+    forward()  # warm-up
+    fwd_times, fwd_cpu = _seconds(forward, STEPS)
+    sec, fwd = statistics.median(times), statistics.median(fwd_times)
     return {
         "first_loss": first_loss,
         "step_s": sec,
+        "step_cpu_s": statistics.median(cpu),
+        "forward_s": fwd,
+        "forward_cpu_s": statistics.median(fwd_cpu),
+        "step_over_forward": sec / fwd,
         "tokens_per_s": BATCH * SEQ / sec,
         "warmup_s": warm,
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
@@ -107,7 +126,11 @@ def run_torch() -> dict[str, Any]:
         opt.zero_grad(set_to_none=True)
         return float(loss)
 
-    return _timed(step)
+    def forward() -> float:
+        with torch.no_grad():
+            return float(model(input_ids=ids, labels=ids).loss)
+
+    return _timed(step, forward)
 
 
 def run_ours() -> dict[str, Any]:
@@ -129,21 +152,28 @@ def run_ours() -> dict[str, Any]:
     mesh = make_mesh(-1, 1, 1)
     state = step_lib.init_state(config, optimizer, mesh, params=params)
     del params
-    fn = step_lib.compile_train_step(
-        config, optimizer, optim.schedule(cfg), step_lib.StepOptions(), mesh
-    )
+    # the trainer's own step, as `codegen-core train` compiles it (default options)
+    opts = step_lib.StepOptions()
+    fn = step_lib.compile_train_step(config, optimizer, optim.schedule(cfg), opts, mesh)
     tokens = _tokens().astype(np.int32)
     batch = global_batch({"tokens": tokens, "segment_ids": np.ones_like(tokens),
                           "positions": np.arange(SEQ, dtype=np.int32)[None].repeat(BATCH, 0)},
                          mesh)  # fmt: skip
     holder = {"state": state}
+    # the forward alone, compiled as the step is (same options), for the step/forward ratio
+    fwd = jax.jit(lambda p, b: step_lib.loss_sums(p, b, config, opts)[0],
+                  compiler_options=step_lib.compiler_options(jax.default_backend()))  # fmt: skip
 
     def step() -> float:
         with ax.axis_rules(mesh):
             holder["state"], m = fn(holder["state"], batch)
         return float(jax.device_get(m["loss"]))
 
-    return _timed(step)
+    def forward() -> float:
+        with ax.axis_rules(mesh):
+            return float(fwd(holder["state"]["params"], batch))
+
+    return _timed(step, forward)
 
 
 def matmul_peak(size: int = 2048, reps: int = 5) -> dict[str, float]:
@@ -172,39 +202,60 @@ def _child(part: str) -> dict[str, Any]:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def _load() -> str:
+    return " ".join(f"{x:.2f}" for x in os.getloadavg())
+
+
 def run_benchmark(log: Callable[[str], None] = print) -> dict[str, Any]:
     from codegen_core.train.metrics import flops_per_token  # noqa: PLC0415
 
     config = model_config()
     log(f"codegen-{SHAPE} shape ({config.num_params() / 1e6:.0f}M params), batch {BATCH} x "
-        f"{SEQ} tokens, fp32, AdamW + clip; {STEPS} timed steps per side")  # fmt: skip
-    # the sides run in turns (torch, ours, torch, ours, ...); each keeps its fastest round, so
-    # a burst of load from other processes on this shared machine hurts neither side alone
+        f"{SEQ} tokens, fp32, AdamW + clip; {ROUNDS} alternating rounds per side, each the "
+        f"median of {STEPS} timed steps; load average before: {_load()}")  # fmt: skip
+    # the sides run in turns (torch, ours, torch, ours, ...), each round in a fresh child;
+    # the best round of each is reported next to the median of the rounds
     peak_before = matmul_peak()
     runs: dict[str, list[dict[str, Any]]] = {"torch": [], "ours": []}
     for _ in range(ROUNDS):
         for part in ("torch", "ours"):
             runs[part].append(_child(part))
-    torch_r, ours_r = (min(runs[p], key=lambda r: r["step_s"]) for p in ("torch", "ours"))
     for part in ("torch", "ours"):
-        log(f"{part} step seconds per round: "
-            + ", ".join(f"{r['step_s']:.2f}" for r in runs[part]))  # fmt: skip
+        log(f"{part:5s} per round: step s " + ", ".join(f"{r['step_s']:.2f}" for r in runs[part])
+            + " | step CPU s " + ", ".join(f"{r['step_cpu_s']:.2f}" for r in runs[part])
+            + " | step / forward " + ", ".join(f"{r['step_over_forward']:.2f}"
+                                                for r in runs[part]))  # fmt: skip
     peak_after = matmul_peak()
     peak = max(*peak_before.values(), *peak_after.values())
     fpt = flops_per_token(config, SEQ)
-    for name, r in (("transformers+torch", torch_r), ("codegen-core", ours_r)):
-        r["mfu"] = r["tokens_per_s"] * fpt / peak
-        log(f"{name:20s} {r['tokens_per_s']:8.1f} tokens/s  step {r['step_s']:.2f} s  "
-            f"MFU {100 * r['mfu']:.1f}%  peak RSS {r['peak_rss_gb']:.2f} GB  "
-            f"first loss {r['first_loss']:.4f}  (warm-up {r['warmup_s']:.1f} s)")  # fmt: skip
+    summary: dict[str, dict[str, Any]] = {}
+    for part, name in (("torch", "transformers+torch"), ("ours", "codegen-core")):
+        rs = runs[part]
+        best = min(rs, key=lambda r: r["step_s"])
+        med_s = statistics.median(r["step_s"] for r in rs)
+        r = {**best, "median_step_s": med_s, "median_tokens_per_s": BATCH * SEQ / med_s,
+             "mfu": best["tokens_per_s"] * fpt / peak,
+             "median_mfu": BATCH * SEQ / med_s * fpt / peak,
+             "peak_rss_gb": max(x["peak_rss_gb"] for x in rs)}  # fmt: skip
+        summary[part] = r
+        log(f"{name:20s} best {r['tokens_per_s']:6.1f} tok/s (step {r['step_s']:.2f} s, MFU "
+            f"{100 * r['mfu']:.1f}%)  median {r['median_tokens_per_s']:6.1f} tok/s (MFU "
+            f"{100 * r['median_mfu']:.1f}%)  forward {best['forward_s']:.2f} s, step/forward "
+            f"{best['step_over_forward']:.2f}  peak RSS {r['peak_rss_gb']:.2f} GB  first loss "
+            f"{r['first_loss']:.4f}  (warm-up {r['warmup_s']:.1f} s)")  # fmt: skip
+    ours_r, torch_r = summary["ours"], summary["torch"]
     speedup = ours_r["tokens_per_s"] / torch_r["tokens_per_s"]
+    median_speedup = ours_r["median_tokens_per_s"] / torch_r["median_tokens_per_s"]
     log(f"fp32 matmul peak {peak / 1e9:.1f} GFLOP/s (jax {peak_before['jax'] / 1e9:.1f} / "
         f"{peak_after['jax'] / 1e9:.1f}, torch {peak_before['torch'] / 1e9:.1f} / "
-        f"{peak_after['torch'] / 1e9:.1f}); model {fpt / 1e9:.2f} GFLOP/token")  # fmt: skip
-    log(f"speedup {speedup:.2f}x (target >= {SPEEDUP_TARGET}x: "
-        f"{'met' if speedup >= SPEEDUP_TARGET else 'NOT met'}); MFU {100 * ours_r['mfu']:.1f}% "
-        f"(target >= {100 * MFU_TARGET:.0f}%: {'met' if ours_r['mfu'] >= MFU_TARGET else 'NOT met'})")  # fmt: skip
-    return {"ours": ours_r, "torch": torch_r, "speedup": speedup, "peak_flops": peak}
+        f"{peak_after['torch'] / 1e9:.1f}); model {fpt / 1e9:.2f} GFLOP/token; load average "
+        f"after: {_load()}")  # fmt: skip
+    log(f"speedup best/best {speedup:.2f}x, median/median {median_speedup:.2f}x (target >= "
+        f"{SPEEDUP_TARGET}x: {'met' if speedup >= SPEEDUP_TARGET else 'NOT met'}); MFU "
+        f"{100 * ours_r['mfu']:.1f}% (target >= {100 * MFU_TARGET:.0f}%: "
+        f"{'met' if ours_r['mfu'] >= MFU_TARGET else 'NOT met'})")  # fmt: skip
+    return {"ours": ours_r, "torch": torch_r, "speedup": speedup,
+            "median_speedup": median_speedup, "peak_flops": peak}  # fmt: skip
 
 
 @pytest.mark.slow
