@@ -112,3 +112,15 @@ def test_added_tokens_at_block_edges_match_hf() -> None:
     ):
         text = "a" * lead + token + tail + " z" * (lead % 5)
         assert ours.encode(text, allowed_special="all") == hf.encode(text).ids, repr(text)
+
+
+def test_encode_numpy_is_encode_as_uint32() -> None:
+    tok = _load("codegen2")
+    text = "def f(x):\n    return x  # <mask_1> <|endoftext|>\n"
+    arr = tok.encode_numpy(text, disallowed_special=())
+    assert arr.dtype.name == "uint32" and arr.tolist() == tok.encode_ordinary(text)
+    assert tok.encode_numpy("<|endoftext|>", allowed_special="all").tolist() == [50256]
+    with pytest.raises(ValueError, match="disallowed"):
+        tok.encode_numpy("<|endoftext|>")
+    with pytest.raises(ValueError, match="lone surrogate"):
+        tok.encode_numpy("a\ud800")

@@ -228,6 +228,22 @@ class Tokenizer:
         except UnicodeEncodeError as e:
             raise _surrogate_error(text, e) from None
 
+    def encode_numpy(
+        self,
+        text: str,
+        *,
+        allowed_special: AllowedSpecial = _NONE_ALLOWED,
+        disallowed_special: DisallowedSpecial = "all",
+    ) -> npt.NDArray[np.uint32]:
+        """:meth:`encode` as a ``uint32`` array: no Python int per token (the fast path for
+        pipelines that store ids)."""
+        _check_text(text)
+        allowed, disallowed = self._policy(allowed_special, disallowed_special)
+        try:
+            return self._core.encode_numpy(text, allowed, disallowed)
+        except UnicodeEncodeError as e:
+            raise _surrogate_error(text, e) from None
+
     def encode_ordinary(self, text: str) -> list[int]:
         """Ids of ``text`` with every special token encoded as plain text (for untrusted text).
 
