@@ -193,8 +193,25 @@ def matmul_peak(size: int = 2048, reps: int = 5) -> dict[str, float]:
     return {"jax": measure_peak_flops(size=size, repeats=reps), "torch": 2.0 * size**3 / best}
 
 
-def _child(part: str) -> dict[str, Any]:
+# Both children run with glibc's malloc backing its large (mmap'd) blocks with transparent
+# huge pages (THP is "madvise" on this machine). XLA allocates a step's temporaries afresh
+# every step: with 4 KiB pages that was ~946k minor faults (3.9 GB of zeroed pages) and 1.6 s
+# of system CPU per 350M step; with 2 MiB pages ~3k faults and 0.7 s. torch gets the same.
+# BENCH_HUGEPAGES=0 runs both without it.
+HUGEPAGES = os.environ.get("BENCH_HUGEPAGES", "1") != "0"
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
+
+
+def _child_env() -> dict[str, str]:
     env = {**os.environ, "JAX_PLATFORMS": "cpu"}
+    if HUGEPAGES:
+        tunables = [t for t in env.get("GLIBC_TUNABLES", "").split(":") if t]
+        env["GLIBC_TUNABLES"] = ":".join([*tunables, HUGEPAGE_TUNABLE])
+    return env
+
+
+def _child(part: str) -> dict[str, Any]:
+    env = _child_env()
     out = subprocess.run([sys.executable, __file__, "--part", part], capture_output=True,
                          text=True, env=env, check=False)  # fmt: skip
     if out.returncode:
@@ -212,7 +229,8 @@ def run_benchmark(log: Callable[[str], None] = print) -> dict[str, Any]:
     config = model_config()
     log(f"codegen-{SHAPE} shape ({config.num_params() / 1e6:.0f}M params), batch {BATCH} x "
         f"{SEQ} tokens, fp32, AdamW + clip; {ROUNDS} alternating rounds per side, each the "
-        f"median of {STEPS} timed steps; load average before: {_load()}")  # fmt: skip
+        f"median of {STEPS} timed steps; both sides with GLIBC_TUNABLES="
+        f"{_child_env().get('GLIBC_TUNABLES', '(unset)')}; load average before: {_load()}")  # fmt: skip
     # the sides run in turns (torch, ours, torch, ours, ...), each round in a fresh child;
     # the best round of each is reported next to the median of the rounds
     peak_before = matmul_peak()
