@@ -200,6 +200,74 @@ void SplitGpt2(std::string_view text, Emit&& emit, size_t readable = 0) {
   using internal::kByteClass;
   using internal::kNonAscii;
   const auto* s = reinterpret_cast<const unsigned char*>(text.data());
+  // 64-byte blocks: classified once (four 16-byte compares), then every piece that starts
+  // in the first 48 bytes of the block is found by a shift and a count of trailing ones.
+  {
+    size_t block = 0;
+    bool have = false;
+    uint64_t mask[4] = {0, 0, 0, 0};  // bit j: byte block + j (< n) is of class k
+    alignas(16) uint8_t cls_of[64];   // the class of byte block + j
+    while (i < n && i + 64 <= readable) {
+      if (!have || i - block > 48) {
+        block = i;
+        have = true;
+        for (auto& m : mask) m = 0;
+        for (int q = 0; q < 4; ++q) {
+          const __m128i c = internal::Classify16(
+              _mm_loadu_si128(reinterpret_cast<const __m128i*>(s + block + 16 * q)));
+          _mm_store_si128(reinterpret_cast<__m128i*>(cls_of + 16 * q), c);
+          for (int k = 0; k < 4; ++k) {
+            const auto bits = static_cast<uint64_t>(static_cast<unsigned>(
+                _mm_movemask_epi8(_mm_cmpeq_epi8(c, _mm_set1_epi8(static_cast<char>(k))))));
+            mask[k] |= bits << (16 * q);
+          }
+        }
+        if (n - block < 64) {
+          const uint64_t valid = (uint64_t{1} << (n - block)) - 1;
+          for (auto& m : mask) m &= valid;
+        }
+      }
+      const auto off = static_cast<unsigned>(i - block);
+      const unsigned lim = 64 - off;  // bytes of this block from i on
+      // Length of the run of class k from i (at most lim: the shift brings in zeros).
+      auto run_of = [&](unsigned k, uint64_t extra) {
+        const uint64_t ones = ~((mask[k] >> off) | extra);
+        return ones == 0 ? 64u : static_cast<unsigned>(__builtin_ctzll(ones));
+      };
+      unsigned cls = cls_of[off];
+      unsigned run = 0;  // the piece is [i, i + run) when run is not 0
+      if (cls == 3) {
+        const unsigned next = cls_of[off + 1];
+        if (s[i] == ' ' && n - i >= 2 && next <= 2) {
+          cls = next;  // a space glued to the run that follows it
+          run = run_of(next, 1);
+        } else {
+          const unsigned spaces = run_of(3, 0);
+          if (spaces < lim && (i + spaces == n || s[i + spaces] < 0x80)) {
+            const unsigned end = (i + spaces == n || spaces == 1) ? spaces : spaces - 1;
+            emit(i, i + end);
+            i += end;
+            continue;
+          }
+        }
+      } else if (cls != kNonAscii && s[i] != '\'') {
+        run = run_of(cls, 0);
+      }
+      if (run == 0) {  // a non-ASCII start, a quote, or a long whitespace run: byte by byte
+        const size_t end = internal::ScalarPieceEnd(text, i);
+        emit(i, end);
+        i = end;
+        continue;
+      }
+      size_t end = i + run;
+      if (run >= lim) {
+        while (end < n && kByteClass.cls[s[end]] == cls) ++end;
+      }
+      if (end < n && s[end] >= 0x80) end = internal::RunEnd(text, end, static_cast<CharClass>(cls));
+      emit(i, end);
+      i = end;
+    }
+  }
   while (i < n && i + 16 <= readable) {
     const __m128i c =
         internal::Classify16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(s + i)));

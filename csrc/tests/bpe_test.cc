@@ -250,10 +250,11 @@ TEST(FastScannerMatchesReferenceAtBlockEdges) {
   const std::vector<std::string> after = {"", "x", " ", "'s", "\xE4\xB8\xAD", "\xE3\x80\x80", "9"};
   for (const auto& f : fill) {
     for (const auto& a : after) {
-      for (size_t n = 1; n < 36; ++n) {
-        std::string text;
+      for (size_t n = 1; n < 140; ++n) {
+        std::string text = n % 3 == 0 ? "ab  cd = 1, " : "";  // pieces before the run
         for (size_t k = 0; k < n; ++k) text += f;
         text += a;
+        text += n % 2 == 0 ? " tail  text" : "";
         std::vector<std::pair<size_t, size_t>> fast;
         std::vector<std::pair<size_t, size_t>> ref;
         const std::string padded = text + std::string(32, 'z');

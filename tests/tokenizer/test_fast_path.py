@@ -40,8 +40,8 @@ def _tricky_texts() -> list[str]:
     # Runs of one class of every length around the 16-byte SIMD block, with another
     # character (ASCII or not) after them, at every offset into a block.
     for c, after in itertools.product("a7{ \n", ["", "x", "é", " ", "\u00a0", "'", "9", "\n"]):
-        for n in range(1, 36):
-            for lead in ("", "q", "  ", "é"):
+        for n in [*range(1, 36), *range(44, 80, 3), 130]:
+            for lead in ("", "q", "  ", "é", "ab = cd(e, f) + 12 " * (n % 4)):
                 texts.append(lead + c * n + after)
     # Contractions and quotes at block edges.
     for n in range(20):
