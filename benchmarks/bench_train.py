@@ -261,6 +261,13 @@ def run_benchmark(log: Callable[[str], None] = print) -> dict[str, Any]:
             f"{100 * r['median_mfu']:.1f}%)  forward {best['forward_s']:.2f} s, step/forward "
             f"{best['step_over_forward']:.2f}  peak RSS {r['peak_rss_gb']:.2f} GB  first loss "
             f"{r['first_loss']:.4f}  (warm-up {r['warmup_s']:.1f} s)")  # fmt: skip
+    for part in ("torch", "ours"):
+        # both sides run 2 threads: a step that got much less than 2 cores' CPU time per wall
+        # second shared the machine, and its side's figure is not a quiet-machine figure
+        busy = [r["step_cpu_s"] / r["step_s"] for r in runs[part]]
+        if SHAPE != "tiny" and min(busy) < 1.5:  # a tiny step is too short to fill 2 cores
+            log(f"WARNING: {part} steps used {', '.join(f'{b:.2f}' for b in busy)} cores of 2 "
+                f"(CPU s / wall s): the machine was shared; re-run when it is quiet")  # fmt: skip
     ours_r, torch_r = summary["ours"], summary["torch"]
     speedup = ours_r["tokens_per_s"] / torch_r["tokens_per_s"]
     median_speedup = ours_r["median_tokens_per_s"] / torch_r["median_tokens_per_s"]
