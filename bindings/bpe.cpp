@@ -68,14 +68,37 @@ struct BoundTokenizer {
   const Tokenizer& operator*() const { return *native; }
   const Tokenizer* operator->() const { return native.get(); }
 
-  py::list ToList(const std::vector<uint32_t>& ids) const {
-    py::list out(ids.size());
-    for (size_t i = 0; i < ids.size(); ++i) {
-      PyObject* item = ids[i] < ints.size() ? ints[ids[i]].inc_ref().ptr()
-                                            : PyLong_FromUnsignedLong(ids[i]);
-      PyList_SET_ITEM(out.ptr(), static_cast<Py_ssize_t>(i), item);
+  py::list ToList(const uint32_t* ids, size_t count) const {
+    py::list out(count);
+    PyObject** items = reinterpret_cast<PyListObject*>(out.ptr())->ob_item;
+    const py::object* table = ints.data();
+    const size_t known = ints.size();
+    for (size_t i = 0; i < count; ++i) {
+      const uint32_t id = ids[i];
+      PyObject* item;
+      if (id < known) {
+        item = table[id].ptr();
+        Py_INCREF(item);
+      } else {
+        item = PyLong_FromUnsignedLong(id);
+        if (item == nullptr) throw py::error_already_set();
+      }
+      items[i] = item;
     }
     return out;
+  }
+  py::list ToList(const std::vector<uint32_t>& ids) const { return ToList(ids.data(), ids.size()); }
+
+  // Encodes with the GIL released and builds the result from the ids in place (no vector).
+  template <typename Build>
+  py::object EncodeTo(std::string_view text, const SpecialPolicy& policy, Build&& build) const {
+    py::object result;
+    py::gil_scoped_release release;
+    native->EncodeAndConsume(text, policy, [&](const uint32_t* ids, size_t count) {
+      py::gil_scoped_acquire acquire;
+      result = build(ids, count);
+    });
+    return result;
   }
 };
 
@@ -212,12 +235,9 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
             // `text` holds a reference to the str for the whole call, so the view stays valid.
             const std::string_view view = Utf8View(text);
             const SpecialPolicy policy = MakePolicy(allowed_special, disallowed_special);
-            std::vector<uint32_t> ids;
-            {
-              py::gil_scoped_release release;
-              self->Encode(view, policy, &ids);
-            }
-            return self.ToList(ids);
+            return self.EncodeTo(view, policy, [&](const uint32_t* ids, size_t count) {
+              return py::object(self.ToList(ids, count));
+            });
           },
           py::arg("text"), py::arg("allowed_special") = std::vector<uint32_t>{},
           py::arg("disallowed_special") = py::none(),
@@ -230,14 +250,11 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
              const IdList& disallowed_special) {
             const std::string_view view = Utf8View(text);
             const SpecialPolicy policy = MakePolicy(allowed_special, disallowed_special);
-            std::vector<uint32_t> ids;
-            {
-              py::gil_scoped_release release;
-              self->Encode(view, policy, &ids);
-            }
-            IdArray out(static_cast<py::ssize_t>(ids.size()));
-            std::copy(ids.begin(), ids.end(), out.mutable_data());
-            return out;
+            return self.EncodeTo(view, policy, [&](const uint32_t* ids, size_t count) {
+              IdArray out(static_cast<py::ssize_t>(count));
+              std::copy(ids, ids + count, out.mutable_data());
+              return py::object(std::move(out));
+            });
           },
           py::arg("text"), py::arg("allowed_special") = std::vector<uint32_t>{},
           py::arg("disallowed_special") = py::none(),

@@ -146,6 +146,17 @@ uint32_t* Tokenizer::EncodeOrdinary(std::string_view text, const char* buffer_en
 void Tokenizer::EncodeWith(std::string_view text, const SpecialPolicy& policy,
                            EncodeScratch* scratch, std::vector<Segment>* segments,
                            std::vector<uint32_t>* out) const {
+  const uint32_t* end = EncodeToScratch(text, policy, scratch, segments);
+  out->insert(out->end(), ScratchIds(scratch), end);
+}
+
+const uint32_t* Tokenizer::ScratchIds(const EncodeScratch* scratch) {
+  return scratch->out_buf.data();
+}
+
+const uint32_t* Tokenizer::EncodeToScratch(std::string_view text, const SpecialPolicy& policy,
+                                           EncodeScratch* scratch,
+                                           std::vector<Segment>* segments) const {
   const size_t bad = FindInvalidUtf8(text);
   if (bad != std::string_view::npos) {
     throw std::invalid_argument("text is not valid UTF-8 (byte offset " + std::to_string(bad) +
@@ -167,7 +178,7 @@ void Tokenizer::EncodeWith(std::string_view text, const SpecialPolicy& policy,
       dst = EncodeOrdinary(text.substr(s.begin, s.end - s.begin), buffer_end, scratch, dst);
     }
   }
-  out->insert(out->end(), buf.data(), dst);
+  return dst;
 }
 
 void Tokenizer::Encode(std::string_view text, const SpecialPolicy& policy,

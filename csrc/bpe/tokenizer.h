@@ -44,6 +44,19 @@ class Tokenizer {
   // Appends the ids of text (must be valid UTF-8, else std::invalid_argument) to *out.
   void Encode(std::string_view text, const SpecialPolicy& policy, std::vector<uint32_t>* out) const;
 
+  // Encode without the copy into a vector: calls consume(ids, count) once, with the ids of
+  // text in this call's working memory (valid only during the call). The binding builds its
+  // Python list or numpy array straight from them.
+  template <typename Consume>
+  void EncodeAndConsume(std::string_view text, const SpecialPolicy& policy,
+                        Consume&& consume) const {
+    ScratchLease lease(*this);
+    std::vector<Segment> segments;
+    const uint32_t* end = EncodeToScratch(text, policy, lease.get(), &segments);
+    const uint32_t* begin = ScratchIds(lease.get());
+    consume(begin, static_cast<size_t>(end - begin));
+  }
+
   // The same ids by the plain path: the reference pre-tokenizer and BPE without any cache
   // or table of whole tokens. For tests of the fast path; slow.
   void EncodeReference(std::string_view text, const SpecialPolicy& policy,
@@ -88,6 +101,10 @@ class Tokenizer {
 
   void EncodeWith(std::string_view text, const SpecialPolicy& policy, EncodeScratch* scratch,
                   std::vector<Segment>* segments, std::vector<uint32_t>* out) const;
+  // Writes the ids of text at ScratchIds(scratch) and returns their end.
+  const uint32_t* EncodeToScratch(std::string_view text, const SpecialPolicy& policy,
+                                  EncodeScratch* scratch, std::vector<Segment>* segments) const;
+  static const uint32_t* ScratchIds(const EncodeScratch* scratch);
   // Writes the ids of text (no added tokens in it) at dst and returns the end; dst has
   // room for text.size() + 1 ids. buffer_end: the end of the readable memory text lies in.
   uint32_t* EncodeOrdinary(std::string_view text, const char* buffer_end, EncodeScratch* scratch,

@@ -16,8 +16,9 @@ def _text(i: int) -> str:
 
 def test_encode_batch_survives_the_caller_emptying_its_list() -> None:
     tok = Tokenizer.codegen()
-    expected = tok.encode_batch([_text(i) for i in range(24)], num_threads=1)
-    texts = [_text(i) for i in range(24)]  # the list holds the only reference to each str
+    # 48 texts (15 MB): long enough to encode that the list is emptied mid-call, even warm
+    expected = tok.encode_batch([_text(i) for i in range(48)], num_threads=1)
+    texts = [_text(i) for i in range(48)]  # the list holds the only reference to each str
     started = threading.Event()
     result: list[list[list[int]]] = []
 
@@ -29,10 +30,10 @@ def test_encode_batch_survives_the_caller_emptying_its_list() -> None:
     worker = threading.Thread(target=encode)
     worker.start()
     started.wait()
-    time.sleep(0.05)  # the encoder now runs without the GIL
+    time.sleep(0.01)  # the encoder now runs without the GIL
     assert worker.is_alive(), "encoding finished too early for the test to mean anything"
     texts.clear()  # frees every str unless the binding holds references
-    scratch = ["z" * 330_000 for _ in range(24)]  # reuse the freed memory
+    scratch = ["z" * 330_000 for _ in range(48)]  # reuse the freed memory
     worker.join()
     del scratch
     assert result == [expected]
