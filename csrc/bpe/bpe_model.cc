@@ -79,6 +79,14 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
   }
   num_merges_ = merges.size();
   ignore_merges_ = ignore_merges;
+  for (const auto& [bytes, id] : vocab) {
+    for (size_t k = 0; k + 1 < bytes.size(); ++k) {
+      const unsigned key = (static_cast<unsigned>(static_cast<unsigned char>(bytes[k])) << 8) |
+                           static_cast<unsigned char>(bytes[k + 1]);
+      joinable_[key >> 6] |= uint64_t{1} << (key & 63);
+    }
+  }
+  split_long_ = !ignore_merges;
 
   EncodeScratch scratch;
   std::vector<uint32_t> out;
@@ -132,11 +140,72 @@ uint32_t* BpeModel::EncodePackedMiss(const char* p, const PackedPiece& key, uint
 
 uint32_t* BpeModel::EncodeLongTo(std::string_view piece, EncodeScratch* scratch,
                                  uint32_t* dst) const {
+  if (!split_long_) return EncodeLongWhole(piece, scratch, dst);
+  return EncodeLongParts(piece, scratch, dst);
+}
+
+uint32_t* BpeModel::EncodeLongParts(std::string_view piece, EncodeScratch* scratch,
+                                    uint32_t* dst) const {
+  const char* p = piece.data();
+  const size_t n = piece.size();
+  const char* end = p + n;
+  auto part = [&](size_t begin, size_t stop) {
+    const size_t len = stop - begin;
+    if (len > PackedPieceMap::kMaxLen) {
+      dst = EncodeLongWhole(std::string_view(p + begin, len), scratch, dst);
+    } else if (len == 1) {
+      *dst++ = byte_ids_[static_cast<unsigned char>(p[begin])];
+    } else {
+      // Parts are short (random letters: 2.3 bytes on average) and seldom repeat: plain BPE
+      // on the stack costs less than a probe of the piece table (a likely cache miss), and
+      // adding them there would fill it and force resets (a 3 MB copy each).
+      dst = MergeTiny(p + begin, len, dst);
+    }
+  };
+  size_t start = 0;
+  for (size_t k = 1; k < n; ++k) {
+    if (!Joinable(static_cast<unsigned char>(p[k - 1]), static_cast<unsigned char>(p[k]))) {
+      part(start, k);
+      start = k;
+    }
+  }
+  if (start == 0) return EncodeLongWhole(piece, scratch, dst);
+  part(start, n);
+  return dst;
+}
+
+uint32_t* BpeModel::EncodeLongWhole(std::string_view piece, EncodeScratch* scratch,
+                                    uint32_t* dst) const {
   auto& ids = scratch->long_ids;
   ids.clear();
   EncodePiece(piece, scratch, &ids);
   std::copy(ids.begin(), ids.end(), dst);
   return dst + ids.size();
+}
+
+uint32_t* BpeModel::MergeTiny(const char* p, size_t n, uint32_t* dst) const {
+  // MergeSmall's loop over arrays on the stack: the lowest rank, leftmost on ties.
+  uint32_t ids[PackedPieceMap::kMaxLen];
+  uint32_t ranks[PackedPieceMap::kMaxLen];
+  for (size_t k = 0; k < n; ++k) ids[k] = byte_ids_[static_cast<unsigned char>(p[k])];
+  for (size_t k = 0; k + 1 < n; ++k) ranks[k] = FindRank(ids[k], ids[k + 1]);
+  ranks[n - 1] = kNoRank;
+  while (n > 1) {
+    size_t best = 0;
+    for (size_t k = 1; k + 1 < n; ++k) {
+      if (ranks[k] < ranks[best]) best = k;
+    }
+    if (ranks[best] == kNoRank) break;
+    ids[best] = MergedId(ranks[best]);
+    for (size_t k = best + 1; k + 1 < n; ++k) {
+      ids[k] = ids[k + 1];
+      ranks[k] = ranks[k + 1];
+    }
+    --n;
+    if (best > 0) ranks[best - 1] = FindRank(ids[best - 1], ids[best]);
+    ranks[best] = best + 1 < n ? FindRank(ids[best], ids[best + 1]) : kNoRank;
+  }
+  return std::copy(ids, ids + n, dst);
 }
 
 void BpeModel::MergeSmall(EncodeScratch* scratch) const {

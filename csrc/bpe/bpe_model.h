@@ -146,6 +146,8 @@ class BpeModel {
   void ResetPacked(EncodeScratch* scratch) const;  // packed = the base
   uint32_t* EncodeLongTo(std::string_view piece, EncodeScratch* scratch, uint32_t* dst) const;
   void MergeSmall(EncodeScratch* scratch) const;  // scratch->ids in, merged in place
+  // BPE of n (2..16) bytes at p, written at dst; returns the end.
+  uint32_t* MergeTiny(const char* p, size_t n, uint32_t* dst) const;
   void MergeLarge(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
   // One symbol per byte of piece; on_pair(rank, position) for each adjacent pair with a merge.
   template <typename OnPair>
@@ -165,10 +167,27 @@ class BpeModel {
   bool MergeWithQueue(std::string_view piece, EncodeScratch* scratch, Queue* queue,
                       std::vector<uint32_t>* out) const;
 
+  // A long piece cut where no token can span (see joinable_): the parts, each by
+  // Resolve's short path or EncodeLongTo's caches.
+  uint32_t* EncodeLongParts(std::string_view piece, EncodeScratch* scratch, uint32_t* dst) const;
+  uint32_t* EncodeLongWhole(std::string_view piece, EncodeScratch* scratch, uint32_t* dst) const;
+  bool Joinable(unsigned char a, unsigned char b) const {
+    const unsigned k = (static_cast<unsigned>(a) << 8) | b;
+    return (joinable_[k >> 6] >> (k & 63)) & 1u;
+  }
+
   static constexpr size_t kSmallPiece = 48;     // bytes; above this the heap wins
   static constexpr size_t kMaxCachedPiece = 256;
 
   std::array<uint32_t, 256> byte_ids_{};
+  // Bit (a << 8 | b): some vocabulary token holds the bytes a b next to each other. Where a
+  // piece has two adjacent bytes that no token holds, no symbol BPE ever makes spans them
+  // (every symbol is a byte or a vocabulary token), so no pair across that point ever merges
+  // and the merges on each side run as if the other were not there: BPE of the piece is BPE
+  // of the parts, exactly. (A megabyte of random letters is then short parts, not one piece
+  // of a million symbols.) Not used with ignore_merges, whose whole-word rule is per piece.
+  std::array<uint64_t, 1024> joinable_{};
+  bool split_long_ = false;
   bool compact_merges_ = false;
   FlatU32Map merges32_;           // (left << 16 | right) -> rank, when compact_merges_
   FlatU64Map<uint32_t> merges_;   // (left << 32 | right) -> rank, otherwise

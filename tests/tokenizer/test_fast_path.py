@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import itertools
 import os
+import random
+import string
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -88,6 +90,37 @@ def test_every_stdlib_file_fast_equals_reference(tok: Tokenizer, stdlib_texts) -
         n for n, t in stdlib_texts if core.encode(t, None, []) != core.encode_reference(t, None, [])
     ]
     assert not bad, f"{len(bad)} files differ, e.g. {bad[:5]}"
+
+
+def _long_letter_runs() -> list[str]:
+    rnd = random.Random(15)
+    texts = []
+    for alphabet in (string.ascii_letters, "qQzZxXjJkK", "abcdeé中ßж", "aaaaaaaaaaaaaaaaaaaaqZ"):
+        for n in (17, 18, 31, 33, 64, 257, 3000):
+            texts.append("".join(rnd.choice(alphabet) for _ in range(n)))
+    # Parts longer than 16 bytes between the cuts, and cuts at the first and last byte.
+    texts += ["qZ" + "a" * 40 + "qZ" + "b" * 17 + "Xq", "Zq" * 20, "a" * 300 + "qZ"]
+    return texts
+
+
+@given(text=st.text(alphabet=st.sampled_from("aeqxzQXZéж中"), min_size=17, max_size=120))
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+def test_hypothesis_long_pieces_equal_reference(tok: Tokenizer, text: str) -> None:
+    """Pieces over 16 bytes are cut where no token holds the two bytes around the cut; the
+    ids are those of plain BPE over the whole piece."""
+    core = tok._core
+    assert core.encode(text, [], []) == core.encode_reference(text, [], [])
+
+
+def test_long_letter_runs_equal_reference(tok: Tokenizer) -> None:
+    core = tok._core
+    for text in _long_letter_runs():
+        for t in (text, " " + text, text + "7 " + text):
+            assert core.encode(t, [], []) == core.encode_reference(t, [], []), repr(t[:60])
 
 
 def test_piece_cache_refills_give_the_same_ids() -> None:
