@@ -341,7 +341,6 @@ def _prefill_part(
         f"ratio {peer_t / ours_t:.2f}x")  # fmt: skip
 
 
-@pytest.mark.slow
 def test_bench_generate(benchmark: Any) -> None:
     pytest.importorskip("torch", reason="torch is not installed: no peer to compare with")
     pytest.importorskip("transformers", reason="transformers is not installed")

@@ -38,7 +38,6 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 from codegen_core.pallas_kernels.decode_attention import (
     decode_attention,
     decode_attention_reference,
@@ -288,7 +287,6 @@ def main(argv: list[str] | None = None) -> None:
     print("\n".join(bench_accelerator(args.iters)))
 
 
-@pytest.mark.slow
 def test_bench_kernels_check() -> None:
     main(["--check"])
 

@@ -279,11 +279,22 @@ def run_benchmark(log: Callable[[str], None] = print) -> dict[str, Any]:
         f"{SPEEDUP_TARGET}x: {'met' if speedup >= SPEEDUP_TARGET else 'NOT met'}); MFU "
         f"{100 * ours_r['mfu']:.1f}% (target >= {100 * MFU_TARGET:.0f}%: "
         f"{'met' if ours_r['mfu'] >= MFU_TARGET else 'NOT met'})")  # fmt: skip
+    from _record import record, row  # noqa: PLC0415 (benchmarks/ is on sys.path)
+
+    what = f"training step, codegen-{SHAPE} shape, {BATCH} x {SEQ} tokens, fp32 AdamW"
+    record("train", [
+        row(what, ours_r["tokens_per_s"], torch_r["tokens_per_s"], unit="tok/s",
+            peer="transformers + torch AdamW", ratio=speedup, target=SPEEDUP_TARGET,
+            note=f"best rounds; median/median {median_speedup:.2f}x"),
+        row("training step MFU (of the fp32 matmul peak measured in the run)", ours_r["mfu"],
+            unit="fraction", target=MFU_TARGET, compare="figure"),
+        row("training step peak RSS", ours_r["peak_rss_gb"], torch_r["peak_rss_gb"], unit="GB",
+            peer="transformers + torch AdamW", ratio=ours_r["peak_rss_gb"] / torch_r["peak_rss_gb"]),
+    ])  # fmt: skip
     return {"ours": ours_r, "torch": torch_r, "speedup": speedup,
             "median_speedup": median_speedup, "peak_flops": peak}  # fmt: skip
 
 
-@pytest.mark.slow
 def test_bench_train() -> None:
     pytest.importorskip("torch", reason="torch is not installed: no peer to compare with")
     pytest.importorskip("transformers", reason="transformers is not installed")
