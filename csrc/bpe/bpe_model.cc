@@ -122,20 +122,14 @@ void BpeModel::ResetPacked(EncodeScratch* scratch) const {
 
 uint32_t* BpeModel::EncodePackedMiss(const char* p, const PackedPiece& key, uint64_t hash,
                                      EncodeScratch* scratch, uint32_t* dst) const {
-  auto& ids = scratch->ids;
-  const size_t n = key.len;
   static_assert(PackedPieceMap::kMaxLen <= kSmallPiece, "packed pieces take the small loop");
-  ids.resize(n);
-  for (size_t k = 0; k < n; ++k) ids[k] = byte_ids_[static_cast<unsigned char>(p[k])];
-  MergeSmall(scratch);
-  const auto count = static_cast<uint32_t>(ids.size());
-  const PackedPieceMap::Slot* slot = scratch->packed.Insert(key, hash, ids.data(), count);
-  if (slot == nullptr) {
+  uint32_t* end = MergeTiny(p, key.len, dst);
+  const auto count = static_cast<uint32_t>(end - dst);
+  if (scratch->packed.Insert(key, hash, dst, count) == nullptr) {
     ResetPacked(scratch);  // full: back to the whole tokens
-    slot = scratch->packed.Insert(key, hash, ids.data(), count);
+    scratch->packed.Insert(key, hash, dst, count);
   }
-  std::copy(ids.begin(), ids.end(), dst);
-  return dst + count;
+  return end;
 }
 
 uint32_t* BpeModel::EncodeLongTo(std::string_view piece, EncodeScratch* scratch,

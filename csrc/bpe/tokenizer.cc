@@ -223,9 +223,16 @@ std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
   if (texts.empty()) return results;
   // Each worker leases one scratch for the whole batch (its piece table stays in its own
   // core's cache; no two threads touch the same one) and takes texts one at a time: file
-  // sizes vary too much for static partitions.
+  // sizes vary too much for static partitions. Longest first, so that the last text a
+  // worker takes is a short one and the workers finish together.
   const size_t workers =
       std::min(static_cast<size_t>(ResolveThreads(static_cast<int>(num_threads))), texts.size());
+  std::vector<size_t> order(texts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (workers > 1) {
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return texts[a].size() > texts[b].size(); });
+  }
   std::atomic<size_t> next{0};
   std::exception_ptr error;
   std::mutex error_mutex;
@@ -233,7 +240,8 @@ std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
     try {
       ScratchLease lease(*this);
       std::vector<Segment> segments;
-      for (size_t i = next.fetch_add(1); i < texts.size(); i = next.fetch_add(1)) {
+      for (size_t k = next.fetch_add(1); k < texts.size(); k = next.fetch_add(1)) {
+        const size_t i = order[k];
         try {
           EncodeWith(texts[i], policy, lease.get(), &segments, &results[i]);
         } catch (const std::invalid_argument& e) {
