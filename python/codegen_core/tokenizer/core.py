@@ -31,6 +31,9 @@ _NONE_ALLOWED: AbstractSet[str] = frozenset()  # the default allowed_special (id
 IdsLike = Sequence[int] | npt.NDArray[np.integer]
 
 
+_NO_IDS: list[int] = []  # read-only: no special id allowed / disallowed
+
+
 def _check_text(text: object, what: str = "text") -> str:
     if not isinstance(text, str):
         raise TypeError(f"{what} must be str, got {type(text).__name__}")
@@ -250,7 +253,14 @@ class Tokenizer:
         >>> Tokenizer.codegen().encode_ordinary("<|endoftext|>")[:3]
         [27, 91, 437]
         """
-        return self.encode(text, disallowed_special=())
+        # encode(text, disallowed_special=()) without its per-call policy work (a stdlib
+        # pass is 800 calls: ~3 us each through encode, ~0.5 us here).
+        if not isinstance(text, str):
+            raise TypeError(f"text must be str, got {type(text).__name__}")
+        try:
+            return self._core.encode(text, _NO_IDS, _NO_IDS)
+        except UnicodeEncodeError as e:
+            raise _surrogate_error(text, e) from None
 
     def _views(self, texts: Iterable[str]) -> list[str]:
         if isinstance(texts, str):
