@@ -305,6 +305,20 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
               }
             }
             const SpecialPolicy policy = MakePolicy(allowed_special, disallowed_special);
+            if (flat) {
+              Tokenizer::FlatIds out;
+              {
+                py::gil_scoped_release release;
+                out = self->EncodeBatchFlat(views, policy, num_threads);
+              }
+              // The array owns the native buffer (no copy).
+              uint32_t* data = out.ids.release();
+              py::capsule owner(data, [](void* p) { delete[] static_cast<uint32_t*>(p); });
+              IdArray ids(static_cast<py::ssize_t>(out.total), data, owner);
+              py::array_t<int64_t> offsets(static_cast<py::ssize_t>(out.offsets.size()));
+              std::copy(out.offsets.begin(), out.offsets.end(), offsets.mutable_data());
+              return py::make_tuple(ids, offsets);
+            }
             std::vector<std::vector<uint32_t>> results;
             {
               py::gil_scoped_release release;

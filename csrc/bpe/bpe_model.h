@@ -31,6 +31,7 @@ struct EncodeScratch {
   PieceCache cache;  // longer pieces (9..kMaxCachedPiece bytes)
   std::vector<uint32_t> long_ids;  // ids of one long piece, before they are copied out
   std::vector<uint32_t> out_buf;   // Tokenizer: room for the ids of one text
+  std::vector<uint32_t> batch_buf; // Tokenizer::EncodeBatchFlat: this worker's texts' ids
   std::vector<uint32_t> ids;
   std::vector<uint32_t> ranks;
   struct Symbol {

@@ -263,6 +263,73 @@ std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
   return results;
 }
 
+Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view>& texts,
+                                              const SpecialPolicy& policy,
+                                              size_t num_threads) const {
+  FlatIds flat;
+  flat.offsets.assign(texts.size() + 1, 0);
+  if (texts.empty()) {
+    flat.ids.reset(new uint32_t[1]);  // never null: the caller hands it to numpy
+    return flat;
+  }
+  const size_t workers =
+      std::min(static_cast<size_t>(ResolveThreads(static_cast<int>(num_threads))), texts.size());
+  std::vector<size_t> order(texts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (workers > 1) {
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return texts[a].size() > texts[b].size(); });
+  }
+  // Text i's ids: worker_of[i]'s buffer from start_of[i], offsets[i + 1] of them (for now).
+  std::vector<uint32_t> worker_of(texts.size());
+  std::vector<size_t> start_of(texts.size());
+  std::vector<std::unique_ptr<ScratchLease>> leases(workers);
+  std::atomic<size_t> next{0};
+  std::exception_ptr error;
+  std::mutex error_mutex;
+  auto work = [&](size_t w) {
+    try {
+      leases[w] = std::make_unique<ScratchLease>(*this);
+      EncodeScratch* scratch = leases[w]->get();
+      std::vector<uint32_t>& buf = scratch->batch_buf;
+      buf.clear();
+      std::vector<Segment> segments;
+      for (size_t k = next.fetch_add(1); k < texts.size(); k = next.fetch_add(1)) {
+        const size_t i = order[k];
+        try {
+          const uint32_t* end = EncodeToScratch(texts[i], policy, scratch, &segments);
+          const uint32_t* begin = ScratchIds(scratch);
+          worker_of[i] = static_cast<uint32_t>(w);
+          start_of[i] = buf.size();
+          flat.offsets[i + 1] = end - begin;
+          buf.insert(buf.end(), begin, end);
+        } catch (const std::invalid_argument& e) {
+          throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
+        }
+      }
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(error_mutex);
+      if (!error) error = std::current_exception();
+      next.store(texts.size());
+    }
+  };
+  std::vector<std::thread> threads;
+  threads.reserve(workers - 1);
+  for (size_t t = 1; t < workers; ++t) threads.emplace_back(work, t);
+  work(0);
+  for (auto& t : threads) t.join();
+  if (error) std::rethrow_exception(error);
+  for (size_t i = 0; i < texts.size(); ++i) flat.offsets[i + 1] += flat.offsets[i];
+  flat.total = static_cast<size_t>(flat.offsets.back());
+  flat.ids.reset(new uint32_t[flat.total > 0 ? flat.total : 1]);
+  for (size_t i = 0; i < texts.size(); ++i) {
+    const uint32_t* src = leases[worker_of[i]]->get()->batch_buf.data() + start_of[i];
+    const auto count = static_cast<size_t>(flat.offsets[i + 1] - flat.offsets[i]);
+    std::memcpy(flat.ids.get() + flat.offsets[i], src, count * sizeof(uint32_t));
+  }
+  return flat;
+}
+
 std::string Tokenizer::DecodeBytes(const uint32_t* ids, size_t count, bool skip_special) const {
   const size_t vocab = kinds_.size();
   size_t total = 0;

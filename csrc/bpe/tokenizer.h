@@ -67,6 +67,17 @@ class Tokenizer {
                                                  const SpecialPolicy& policy,
                                                  size_t num_threads) const;
 
+  // EncodeBatch as one flat array: the ids of text i are ids[offsets[i], offsets[i + 1]).
+  // No vector per text: each worker appends to a buffer it keeps between calls, and the
+  // parts are copied once into the result.
+  struct FlatIds {
+    std::unique_ptr<uint32_t[]> ids;
+    size_t total = 0;
+    std::vector<int64_t> offsets;  // texts.size() + 1
+  };
+  FlatIds EncodeBatchFlat(const std::vector<std::string_view>& texts, const SpecialPolicy& policy,
+                          size_t num_threads) const;
+
   // The raw bytes the ids stand for (added tokens as their text). Throws
   // std::invalid_argument on an id that is not in the vocabulary.
   std::string DecodeBytes(const uint32_t* ids, size_t count, bool skip_special) const;

@@ -37,3 +37,16 @@ def test_encode_batch_survives_the_caller_emptying_its_list() -> None:
     worker.join()
     del scratch
     assert result == [expected]
+
+
+def test_encode_batch_flat_equals_encode_for_any_thread_count() -> None:
+    """The flat batch (each worker's ids in its own buffer, then copied in text order)."""
+    tok = Tokenizer.codegen()
+    texts = ["", "def f(x):\n    return x\n" * 40, "x", "é中 😀 a" * 7, "", "  \n\t" * 33] * 5
+    expected = [tok.encode(t) for t in texts]
+    for threads in (1, 2, 3, 64):
+        ids, offsets = tok.encode_batch_flat(texts, num_threads=threads)
+        assert ids.dtype.name == "uint32" and offsets.tolist()[0] == 0
+        assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(texts))] == expected
+    ids, offsets = tok.encode_batch_flat([])
+    assert ids.tolist() == [] and offsets.tolist() == [0]
