@@ -142,7 +142,6 @@ uint32_t* BpeModel::EncodeLongParts(std::string_view piece, EncodeScratch* scrat
                                     uint32_t* dst) const {
   const char* p = piece.data();
   const size_t n = piece.size();
-  const char* end = p + n;
   auto part = [&](size_t begin, size_t stop) {
     const size_t len = stop - begin;
     if (len > PackedPieceMap::kMaxLen) {
