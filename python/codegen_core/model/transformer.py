@@ -351,10 +351,12 @@ def _attention_block(
     """Attention output (B, T, E), or (B, 1, E) for the last position only with ``last``
     (keys and values of every position still go to the cache)."""
     # 2-D weight view (a bitcast): a multi-dim einsum makes XLA CPU transpose the weight
-    # into a fresh buffer on every call (a full qkv weight copy per decode step).
-    three, nh, hs, e = p["qkv"].shape
-    qkv = dense(h, p["qkv"].reshape(three * nh * hs, e), dense_impl)  # (B, T, 3 * E)
-    qkv = qkv.reshape(*qkv.shape[:2], three, nh, hs)  # (B, T, 3, nh, hs)
+    # into a fresh buffer on every call (a full qkv weight copy per decode step). The scanned
+    # layers pass the weights already 2-D: (3 * nh * hs, E) and (E, nh * hs).
+    nh, hs = config.n_head, config.head_dim
+    w_qkv = p["qkv"] if p["qkv"].ndim == 2 else p["qkv"].reshape(3 * nh * hs, -1)
+    qkv = dense(h, w_qkv, dense_impl)  # (B, T, 3 * E)
+    qkv = qkv.reshape(*qkv.shape[:2], 3, nh, hs)  # (B, T, 3, nh, hs)
     q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, nh, hs) each
     if rope is None:  # the Pallas rotary kernel
         q = rotary_kernel(q, positions, config, interpret=config.interpret)
@@ -400,7 +402,8 @@ def _attention_block(
         )  # fmt: skip  # (B, nh, T, hs)
     b, nh, t, hs = out.shape
     out = out.transpose(0, 2, 1, 3).reshape(b, t, nh * hs)  # (B, T, E): small, weight untouched
-    return dense(out, p["out"].reshape(-1, nh * hs), dense_impl), new_cache  # (B, T, E)
+    w_out = p["out"] if p["out"].ndim == 2 else p["out"].reshape(-1, nh * hs)  # (E, nh * hs)
+    return dense(out, w_out, dense_impl), new_cache  # (B, T, E)
 
 
 def _codegen_block(p: Params, x: jax.Array, config: CodeGenConfig, **kw: Any) -> Any:
@@ -572,6 +575,20 @@ def forward(
         if cache is not None:
             raise ValueError("a KV cache needs per-layer params (use unstack_layers)")
 
+        # The attention weights enter the scan as (L, rows, cols) views (free reshapes of
+        # contiguous arrays) and the layer uses each slice as its 2-D matmul operand as is:
+        # the backward pass then reads the forward's residual weights straight from the
+        # stack. A reshape inside the layer made the scan save every layer's reshaped qkv
+        # and out weights as residuals (a copy of them per step), and XLA:CPU's slices,
+        # updates and zero-fills of the 5-D / 4-D stacks are slow.
+        stacked = params["h"]
+        qkv, out = stacked["attn"]["qkv"], stacked["attn"]["out"]
+        n = qkv.shape[0]
+        flat = {**stacked, "attn": {
+            "qkv": qkv.reshape(n, -1, qkv.shape[-1]),  # (L, 3 * nh * hs, E)
+            "out": out.reshape(n, out.shape[1], -1),  # (L, E, nh * hs)
+        }}  # fmt: skip
+
         def step(x: jax.Array, p: Params) -> tuple[jax.Array, None]:
             # the carry keeps the input's dtype: with bf16 params on CPU a layer returns
             # fp32 (bf16 weights, fp32 accumulation), which a scan carry cannot change to
@@ -579,7 +596,7 @@ def forward(
 
         if policy is not None:
             step = jax.checkpoint(step, policy=policy, prevent_cse=False)
-        x, _ = jax.lax.scan(step, x, params["h"])
+        x, _ = jax.lax.scan(step, x, flat)
     if last_only:
         x = x[:, -1:]
     if config.arch == "codegen":

@@ -94,10 +94,22 @@ def _split_micro(batch: Batch, m: int) -> dict[str, jax.Array]:
 
 
 def grads_and_sums(
-    params: transformer.Params, batch: Batch, config: CodeGenConfig, opts: StepOptions
+    params: transformer.Params,
+    batch: Batch,
+    config: CodeGenConfig,
+    opts: StepOptions,
+    *,
+    scale: jax.Array | None = None,
 ) -> tuple[Any, dict[str, jax.Array]]:
-    """Gradient of the *summed* objective and the sums, over all micro-batches."""
-    grad_fn = jax.grad(loss_sums, has_aux=True)
+    """Gradient of the *summed* objective (times ``scale`` if given: the objective is scaled
+    before differentiating, so no extra pass over the gradients) and the unscaled sums, over
+    all micro-batches."""
+
+    def objective(p: Any, b: Batch, c: CodeGenConfig, o: StepOptions) -> Any:
+        obj, sums = loss_sums(p, b, c, o)
+        return (obj if scale is None else obj * scale), sums
+
+    grad_fn = jax.grad(objective, has_aux=True)
     if opts.micro_batches == 1:
         return grad_fn(params, batch, config, opts)
     micro = _split_micro(batch, opts.micro_batches)
@@ -124,9 +136,11 @@ def train_step(
 ) -> tuple[State, dict[str, jax.Array]]:
     """One optimizer step. A non-finite loss or gradient leaves params and optimizer state
     unchanged (``metrics["finite"]`` is False); the loop then stops or goes on by policy."""
-    grads, sums = grads_and_sums(state["params"], batch, config, opts)
-    count = jnp.maximum(sums["count"], 1.0)
-    grads = jax.tree.map(lambda g: g / count, grads)  # gradient of the mean
+    # the gradient of the mean: the objective is scaled by 1 / count before differentiating
+    # (the count depends on the batch only), not the gradients divided after (a whole pass
+    # over them that XLA:CPU materialises, its consumers being the norm and the optimizer)
+    count = jnp.maximum(jnp.sum(target_mask(batch).astype(jnp.float32)), 1.0)
+    grads, sums = grads_and_sums(state["params"], batch, config, opts, scale=1.0 / count)
     loss = sums["ce"] / count
     grad_norm = optax.tree.norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
