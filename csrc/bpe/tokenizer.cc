@@ -154,9 +154,8 @@ const uint32_t* Tokenizer::ScratchIds(const EncodeScratch* scratch) {
   return scratch->out_buf.data();
 }
 
-const uint32_t* Tokenizer::EncodeToScratch(std::string_view text, const SpecialPolicy& policy,
-                                           EncodeScratch* scratch,
-                                           std::vector<Segment>* segments) const {
+void Tokenizer::CheckAndSplit(std::string_view text, const SpecialPolicy& policy,
+                              EncodeScratch* scratch, std::vector<Segment>* segments) const {
   const size_t bad = FindInvalidUtf8(text);
   if (bad != std::string_view::npos) {
     throw std::invalid_argument("text is not valid UTF-8 (byte offset " + std::to_string(bad) +
@@ -165,13 +164,25 @@ const uint32_t* Tokenizer::EncodeToScratch(std::string_view text, const SpecialP
   segments->clear();
   splitter_.Split(text, policy, segments);
   model_.Prepare(scratch);
+}
+
+const uint32_t* Tokenizer::EncodeToScratch(std::string_view text, const SpecialPolicy& policy,
+                                           EncodeScratch* scratch,
+                                           std::vector<Segment>* segments) const {
+  CheckAndSplit(text, policy, scratch, segments);
+  return EncodeSegments(text, *segments, scratch, &scratch->out_buf, 0);
+}
+
+uint32_t* Tokenizer::EncodeSegments(std::string_view text, const std::vector<Segment>& segments,
+                                    EncodeScratch* scratch, std::vector<uint32_t>* out,
+                                    size_t start) const {
   // Every id covers at least one byte, except that add_prefix_space adds one per segment.
-  auto& buf = scratch->out_buf;
-  const size_t room = text.size() + segments->size() + 1;
+  auto& buf = *out;
+  const size_t room = start + text.size() + segments.size() + 1;
   if (buf.size() < room) buf.resize(std::max(room, buf.size() * 2));
-  uint32_t* dst = buf.data();
+  uint32_t* dst = buf.data() + start;
   const char* buffer_end = text.data() + text.size();
-  for (const Segment& s : *segments) {
+  for (const Segment& s : segments) {
     if (s.token >= 0) {
       *dst++ = static_cast<uint32_t>(s.token);
     } else {
@@ -291,18 +302,21 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
     try {
       leases[w] = std::make_unique<ScratchLease>(*this);
       EncodeScratch* scratch = leases[w]->get();
+      // The ids go straight into this worker's buffer (kept, with its size, across calls:
+      // `used` is how much of it this call filled), not through the one-text buffer.
       std::vector<uint32_t>& buf = scratch->batch_buf;
-      buf.clear();
+      size_t used = 0;
       std::vector<Segment> segments;
       for (size_t k = next.fetch_add(1); k < texts.size(); k = next.fetch_add(1)) {
         const size_t i = order[k];
         try {
-          const uint32_t* end = EncodeToScratch(texts[i], policy, scratch, &segments);
-          const uint32_t* begin = ScratchIds(scratch);
+          CheckAndSplit(texts[i], policy, scratch, &segments);
+          const uint32_t* end = EncodeSegments(texts[i], segments, scratch, &buf, used);
+          const auto count = static_cast<size_t>(end - (buf.data() + used));
           worker_of[i] = static_cast<uint32_t>(w);
-          start_of[i] = buf.size();
-          flat.offsets[i + 1] = end - begin;
-          buf.insert(buf.end(), begin, end);
+          start_of[i] = used;
+          flat.offsets[i + 1] = static_cast<int64_t>(count);
+          used += count;
         } catch (const std::invalid_argument& e) {
           throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
         }

@@ -116,6 +116,14 @@ class Tokenizer {
   const uint32_t* EncodeToScratch(std::string_view text, const SpecialPolicy& policy,
                                   EncodeScratch* scratch, std::vector<Segment>* segments) const;
   static const uint32_t* ScratchIds(const EncodeScratch* scratch);
+  // Checks text (UTF-8) and splits it at added tokens into *segments; readies scratch.
+  void CheckAndSplit(std::string_view text, const SpecialPolicy& policy, EncodeScratch* scratch,
+                     std::vector<Segment>* segments) const;
+  // Writes the ids of text (split as CheckAndSplit did) at out->data() + start, growing *out
+  // as needed (its contents before start are kept), and returns their end.
+  uint32_t* EncodeSegments(std::string_view text, const std::vector<Segment>& segments,
+                           EncodeScratch* scratch, std::vector<uint32_t>* out,
+                           size_t start) const;
   // Writes the ids of text (no added tokens in it) at dst and returns the end; dst has
   // room for text.size() + 1 ids. buffer_end: the end of the readable memory text lies in.
   uint32_t* EncodeOrdinary(std::string_view text, const char* buffer_end, EncodeScratch* scratch,
