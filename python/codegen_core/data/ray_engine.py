@@ -40,7 +40,6 @@ MinHash stage; ``write-<shard>``, the writer of that shard once its files are wr
 
 from __future__ import annotations
 
-import concurrent.futures
 import contextlib
 import dataclasses
 import json
@@ -51,7 +50,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import ray
@@ -247,12 +246,23 @@ def _block_refs(
             yield (index << _LINE_BITS) | max(ref.line, 0), ref, reason
 
 
+@dataclass(frozen=True)
+class _TokenizerInfo:
+    """What the driver needs of the tokenizer (the manifest's ``vocab_size`` and
+    ``eos_token_id``, the shard dtypes): read by a worker, which loads it anyway."""
+
+    vocab_size: int
+    eos_token_id: int
+
+
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
-def _warm(config: PrepareConfig, tokenize: bool) -> None:
+def _warm(config: PrepareConfig, tokenize: bool) -> _TokenizerInfo | None:
     """Per-process set-up that the first task would otherwise pay inside a stage."""
     config.minhash.lsh_params()
-    if tokenize:
-        _tokenizer(config.tokenizer)
+    if not tokenize:
+        return None
+    tok = _tokenizer(config.tokenizer)
+    return _TokenizerInfo(int(tok.vocab_size), int(tok.eos_token_id))
 
 
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
@@ -687,6 +697,7 @@ class _Stages:
     def __init__(self, progress: bool) -> None:
         self.progress = progress
         self.timings: dict[str, float] = {}
+        self.tokenizer: _TokenizerInfo | None = None  # from the workers' warm-up
 
     def wait(self, name: str, refs: list[Any], start: float) -> None:
         bar = tqdm(total=len(refs), desc=f"ray {name}", unit=" tasks", disable=not self.progress)
@@ -731,7 +742,7 @@ def _run(
         for i, b in enumerate(blocks)
     ]
     st.wait("scan+minhash", [s[0] for s in scanned], t)
-    ray.get(warm)  # (done long ago; raises if the tokenizer cannot load)
+    st.tokenizer = ray.get(warm)[0]  # (done long ago; raises if the tokenizer cannot load)
     metas = ray.get([s[0] for s in scanned])
     tables = [s[1] for s in scanned]
 
@@ -916,17 +927,17 @@ def prepare(
         and not Path(config.tokenizer).is_file()
     ):
         load_tokenizer(config.tokenizer)  # raises, naming the choices
-    # The driver needs only the tokenizer's vocabulary size and EOS: load it while Ray works.
-    loading = concurrent.futures.ThreadPoolExecutor(1)
-    tok_future = loading.submit(load_tokenizer, config.tokenizer)
-    loading.shutdown(wait=False)
+    # The driver needs only the tokenizer's vocabulary size and EOS: the workers load the
+    # tokenizer anyway and report both (a second load here would compete with them for CPU).
     tmp = Path(tempfile.mkdtemp(prefix=".prepare-ray-", dir=out))
     try:
         with ray_session(options) as workers:
             report, final, st = _run(
                 inputs, config, workers, options, tokenize=True, progress=progress
             )
-            tok = tok_future.result()
+            tok = st.tokenizer
+            if tok is None:  # _run(tokenize=True) always reads it; never expected
+                raise RuntimeError("the Ray workers did not report the tokenizer")
             if tok.eos_token_id != config.pack.eos_id:
                 eos = tok.eos_token_id
                 raise ValueError(f"tokenizer EOS {eos} != pack eos_id {config.pack.eos_id}")
@@ -970,7 +981,7 @@ def prepare(
             shards=entries,
             metadata=manifest_metadata(
                 config,
-                tok,
+                cast(TokenizerLike, tok),  # reads vocab_size and eos_token_id only
                 documents_seen=report["filters"]["seen"],
                 documents_packed=plan.documents,
                 tokens_written=plan.tokens_in - plan.dropped,
