@@ -245,32 +245,21 @@ std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
                      [&](size_t a, size_t b) { return texts[a].size() > texts[b].size(); });
   }
   std::atomic<size_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto work = [&]() {
-    try {
-      ScratchLease lease(*this);
-      std::vector<Segment> segments;
-      for (size_t k = next.fetch_add(1); k < texts.size(); k = next.fetch_add(1)) {
-        const size_t i = order[k];
-        try {
-          EncodeWith(texts[i], policy, lease.get(), &segments, &results[i]);
-        } catch (const std::invalid_argument& e) {
-          throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
+  RunWorkers(
+      workers,
+      [&](size_t) {
+        ScratchLease lease(*this);
+        std::vector<Segment> segments;
+        for (size_t k = next.fetch_add(1); k < texts.size(); k = next.fetch_add(1)) {
+          const size_t i = order[k];
+          try {
+            EncodeWith(texts[i], policy, lease.get(), &segments, &results[i]);
+          } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
+          }
         }
-      }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-      next.store(texts.size());
-    }
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(workers - 1);
-  for (size_t t = 0; t + 1 < workers; ++t) threads.emplace_back(work);
-  work();
-  for (auto& t : threads) t.join();
-  if (error) std::rethrow_exception(error);
+      },
+      [&] { next.store(texts.size()); });
   return results;
 }
 
@@ -296,43 +285,32 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
   std::vector<size_t> start_of(texts.size());
   std::vector<std::unique_ptr<ScratchLease>> leases(workers);
   std::atomic<size_t> next{0};
-  std::exception_ptr error;
-  std::mutex error_mutex;
-  auto work = [&](size_t w) {
-    try {
-      leases[w] = std::make_unique<ScratchLease>(*this);
-      EncodeScratch* scratch = leases[w]->get();
-      // The ids go straight into this worker's buffer (kept, with its size, across calls:
-      // `used` is how much of it this call filled), not through the one-text buffer.
-      std::vector<uint32_t>& buf = scratch->batch_buf;
-      size_t used = 0;
-      std::vector<Segment> segments;
-      for (size_t k = next.fetch_add(1); k < texts.size(); k = next.fetch_add(1)) {
-        const size_t i = order[k];
-        try {
-          CheckAndSplit(texts[i], policy, scratch, &segments);
-          const uint32_t* end = EncodeSegments(texts[i], segments, scratch, &buf, used);
-          const auto count = static_cast<size_t>(end - (buf.data() + used));
-          worker_of[i] = static_cast<uint32_t>(w);
-          start_of[i] = used;
-          flat.offsets[i + 1] = static_cast<int64_t>(count);
-          used += count;
-        } catch (const std::invalid_argument& e) {
-          throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
+  RunWorkers(
+      workers,
+      [&](size_t w) {
+        leases[w] = std::make_unique<ScratchLease>(*this);
+        EncodeScratch* scratch = leases[w]->get();
+        // The ids go straight into this worker's buffer (kept, with its size, across calls:
+        // `used` is how much of it this call filled), not through the one-text buffer.
+        std::vector<uint32_t>& buf = scratch->batch_buf;
+        size_t used = 0;
+        std::vector<Segment> segments;
+        for (size_t k = next.fetch_add(1); k < texts.size(); k = next.fetch_add(1)) {
+          const size_t i = order[k];
+          try {
+            CheckAndSplit(texts[i], policy, scratch, &segments);
+            const uint32_t* end = EncodeSegments(texts[i], segments, scratch, &buf, used);
+            const auto count = static_cast<size_t>(end - (buf.data() + used));
+            worker_of[i] = static_cast<uint32_t>(w);
+            start_of[i] = used;
+            flat.offsets[i + 1] = static_cast<int64_t>(count);
+            used += count;
+          } catch (const std::invalid_argument& e) {
+            throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
+          }
         }
-      }
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(error_mutex);
-      if (!error) error = std::current_exception();
-      next.store(texts.size());
-    }
-  };
-  std::vector<std::thread> threads;
-  threads.reserve(workers - 1);
-  for (size_t t = 1; t < workers; ++t) threads.emplace_back(work, t);
-  work(0);
-  for (auto& t : threads) t.join();
-  if (error) std::rethrow_exception(error);
+      },
+      [&] { next.store(texts.size()); });
   for (size_t i = 0; i < texts.size(); ++i) flat.offsets[i + 1] += flat.offsets[i];
   flat.total = static_cast<size_t>(flat.offsets.back());
   flat.ids.reset(new uint32_t[flat.total > 0 ? flat.total : 1]);
