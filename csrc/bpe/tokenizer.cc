@@ -49,6 +49,18 @@ std::vector<std::pair<std::string, std::string>> MergeBytes(const ByteLevelAlpha
   return out;
 }
 
+// The order a batch's workers take texts in: longest first when there are several workers,
+// so the last text each one takes is short and they finish together; input order otherwise.
+std::vector<size_t> BatchOrder(const std::vector<std::string_view>& texts, size_t workers) {
+  std::vector<size_t> order(texts.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+  if (workers > 1) {
+    std::stable_sort(order.begin(), order.end(),
+                     [&](size_t a, size_t b) { return texts[a].size() > texts[b].size(); });
+  }
+  return order;
+}
+
 }  // namespace
 
 Tokenizer::Tokenizer(const TokenizerSpec& spec)
@@ -238,12 +250,7 @@ std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
   // worker takes is a short one and the workers finish together.
   const size_t workers =
       std::min(static_cast<size_t>(ResolveThreads(static_cast<int>(num_threads))), texts.size());
-  std::vector<size_t> order(texts.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  if (workers > 1) {
-    std::stable_sort(order.begin(), order.end(),
-                     [&](size_t a, size_t b) { return texts[a].size() > texts[b].size(); });
-  }
+  const std::vector<size_t> order = BatchOrder(texts, workers);
   std::atomic<size_t> next{0};
   RunWorkers(
       workers,
@@ -274,12 +281,7 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
   }
   const size_t workers =
       std::min(static_cast<size_t>(ResolveThreads(static_cast<int>(num_threads))), texts.size());
-  std::vector<size_t> order(texts.size());
-  for (size_t i = 0; i < order.size(); ++i) order[i] = i;
-  if (workers > 1) {
-    std::stable_sort(order.begin(), order.end(),
-                     [&](size_t a, size_t b) { return texts[a].size() > texts[b].size(); });
-  }
+  const std::vector<size_t> order = BatchOrder(texts, workers);
   // Text i's ids: worker_of[i]'s buffer from start_of[i], offsets[i + 1] of them (for now).
   std::vector<uint32_t> worker_of(texts.size());
   std::vector<size_t> start_of(texts.size());
