@@ -92,3 +92,21 @@ def test_fast_filters_equal_reference_on_stdlib(stdlib_texts: list[tuple[str, st
     for _, text in stdlib_texts[::20]:
         for cfg in (CFG, tight):
             assert content_reason(text, cfg) == content_reason_reference(text, cfg)
+
+
+def test_filter_stats_merge_equals_recording_in_one_pass() -> None:
+    """Stats of blocks merged in input order equal the stats of one pass over all names (the
+    Ray engine merges per-block stats this way)."""
+    events = [(f"f{i}.py", None if i % 3 == 0 else ("empty" if i % 2 else "binary"))
+              for i in range(40)]  # fmt: skip
+    whole = FilterStats()
+    for name, reason in events:
+        whole.record(name, reason)
+    merged = FilterStats()
+    for start in range(0, len(events), 7):
+        part = FilterStats()
+        for name, reason in events[start : start + 7]:
+            part.record(name, reason)
+        merged.merge(part)
+    assert merged.as_dict() == whole.as_dict()
+    assert len(merged.examples["empty"]) == FilterStats.MAX_EXAMPLES

@@ -60,6 +60,8 @@ class FilterStats:
     dropped: collections.Counter[str] = field(default_factory=collections.Counter)
     examples: dict[str, list[str]] = field(default_factory=dict)  # reason -> a few names
 
+    MAX_EXAMPLES = 5  # names kept per reason
+
     def record(self, name: str, reason: str | None) -> None:
         self.seen += 1
         if reason is None:
@@ -67,8 +69,18 @@ class FilterStats:
             return
         self.dropped[reason] += 1
         shown = self.examples.setdefault(reason, [])
-        if len(shown) < 5:
+        if len(shown) < self.MAX_EXAMPLES:
             shown.append(name)
+
+    def merge(self, other: FilterStats) -> None:
+        """Add ``other``'s counts (a later part of the same input) to these; examples keep
+        their first :attr:`MAX_EXAMPLES` names in input order."""
+        self.seen += other.seen
+        self.kept += other.kept
+        self.dropped.update(other.dropped)
+        for reason, names in other.examples.items():
+            shown = self.examples.setdefault(reason, [])
+            shown.extend(names[: self.MAX_EXAMPLES - len(shown)])
 
     def as_dict(self) -> dict[str, object]:
         return {

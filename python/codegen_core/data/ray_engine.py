@@ -793,7 +793,7 @@ def _run(
     stats = FilterStats()
     bytes_in = 0
     for meta in metas:
-        _merge_stats(stats, meta[0])
+        stats.merge(meta[0])
         bytes_in += meta[1]
     exact_examples: list[dict[str, str]] = []
     removed_exact = kept = 0
@@ -896,15 +896,6 @@ def _near(
     }
     by_block = [[f[b] for f in finished] for b in range(nb)]
     return report, by_block
-
-
-def _merge_stats(total: FilterStats, part: FilterStats) -> None:
-    total.seen += part.seen
-    total.kept += part.kept
-    total.dropped.update(part.dropped)
-    for reason, names in part.examples.items():
-        shown = total.examples.setdefault(reason, [])
-        shown.extend(names[: 5 - len(shown)])
 
 
 def prepare(
