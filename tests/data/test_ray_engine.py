@@ -180,6 +180,52 @@ def test_worker_killed_mid_run(
     assert _files(tmp_path / "ray") == local_prepare
 
 
+@pytest.mark.parametrize("fault", [None, "write-1"])
+def test_shard_in_pieces_and_distributed_components(  # noqa: PLR0917 (pytest fixtures)
+    fault: str | None,
+    corpus: Path,
+    local_prepare: dict[str, bytes],
+    fault_dir: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Several tasks pack and write each shard (pieces of 10 of its 37 rows; a worker killed
+    after writing a piece), and connected components by label propagation over node
+    partitions (forced: the corpus is small enough for one task): the same output."""
+    monkeypatch.setattr(ray_engine, "COMPONENTS_ON_ONE_TASK", -1)
+    out = tmp_path / "ray"
+    args = _parser().parse_args(["data", "prepare", str(corpus), "--out", str(out), *PREPARE])
+    inputs, config = cli._config(args)
+    if fault:
+        (fault_dir / fault).touch()
+    try:
+        result = ray_engine.prepare(
+            inputs, out, config, ray_engine.RayOptions(rows_per_piece=10), progress=False
+        )
+    finally:
+        if fault:
+            (fault_dir / fault).unlink()
+    assert not fault or (fault_dir / f"{fault}.fired").exists(), "the worker was not killed"
+    assert result.timings["components_rounds"] >= 2  # init + at least one round
+    assert _files(out) == local_prepare
+
+
+def test_blocks_by_size(corpus: Path) -> None:
+    """Blocks are consecutive runs of the listing, of about equal bytes, each at most
+    batch_documents files."""
+    from codegen_core.data import sources  # noqa: PLC0415
+    from codegen_core.data.prepare import PrepareConfig  # noqa: PLC0415
+
+    config = PrepareConfig(batch_documents=40)
+    indexed = list(enumerate(ray_engine._list_files([corpus], sources.DEFAULT_EXCLUDE)))
+    blocks = ray_engine._blocks_by_size(indexed, config, 8)
+    assert [x for b in blocks for x in b] == indexed
+    assert all(0 < len(b) <= 40 for b in blocks)
+    sizes = [sum(ray_engine._file_weight(n, config) for _, n in b) for b in blocks]
+    assert len(blocks) >= 8 and max(sizes[:-1]) < 2 * min(sizes[:-1])
+    assert ray_engine._blocks_by_size([], config, 8) == [[]]
+
+
 def test_rerun_refused_without_overwrite(
     corpus: Path, local_prepare: dict[str, bytes], tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:

@@ -67,7 +67,7 @@ from codegen_core.data import filters, sources
 from codegen_core.data.filters import FilterStats
 from codegen_core.data.lsh import NearDuplicateIndex
 from codegen_core.data.minhash import minhash_signatures
-from codegen_core.data.pack import PackConfig, PackedSequence, Packer
+from codegen_core.data.pack import PackConfig
 from codegen_core.data.prepare import (
     MAX_EXAMPLES,
     REPORT,
@@ -78,10 +78,26 @@ from codegen_core.data.prepare import (
     manifest_metadata,
     tokens_report,
 )
-from codegen_core.data.shards import MANIFEST, shard_dtypes, write_manifest, write_shard
+from codegen_core.data.shards import (
+    FIELDS,
+    MANIFEST,
+    file_sha256,
+    shard_dtypes,
+    shard_name,
+    write_manifest,
+)
 
 FAULT_ENV = "CODEGEN_CORE_RAY_FAULT_DIR"
 MAX_RETRIES = 3
+PIECES_PER_WORKER = 2  # shard-writing tasks per worker, for an input of few shards
+BLOCKS_PER_WORKER = 4  # blocks (scan and finalize tasks) per worker
+FILE_COST = 4096  # a file's fixed cost (open, stat, a task's per-document work) in bytes
+MIN_PIECE_ROWS = 256
+# Up to this many duplicate pairs, connected components run as one union-find task (their
+# star edges, ~32 B a pair, <= 32 MB); past it, as label propagation over node partitions,
+# so no node ever holds all the edges of a big corpus.
+COMPONENTS_ON_ONE_TASK = 1 << 20  # no smaller pieces (a task's fixed cost is ~10 ms)
+LENGTHS_PER_GET = 64  # blocks of document lengths the driver fetches at once
 _LINE_BITS = 32  # id = file index << 32 | JSONL line number (0 for a whole file)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
 
@@ -92,11 +108,14 @@ class RayOptions:
 
     address: str | None = None  # None: start a local Ray instance; else join this cluster
     num_workers: int = 0  # local instance: its CPUs (0: all); cluster: partitions (0: its CPUs)
-    files_per_block: int = 0  # 0: about 4 blocks per worker, at most batch_documents files
+    files_per_block: int = 0  # 0: ~4 blocks per worker of ~equal bytes, <= batch_documents files
+    rows_per_piece: int = 0  # sequences per shard-writing task; 0: about 2 pieces per worker
 
     def __post_init__(self) -> None:
         if self.num_workers < 0:
             raise ValueError(f"num_workers must be >= 0, got {self.num_workers}")
+        if self.rows_per_piece < 0:
+            raise ValueError(f"rows_per_piece must be >= 0, got {self.rows_per_piece}")
         if self.files_per_block < 0:
             raise ValueError(f"files_per_block must be >= 0, got {self.files_per_block}")
 
@@ -494,6 +513,14 @@ def _cluster_stats(*parts: Any) -> tuple[int, int, list[tuple[int, int, list[int
     clusters as (size, root, first removed members)."""
     root = _cat([p[0] for p in parts], np.int64)
     node = _cat([p[1] for p in parts], np.int64)
+    return _cluster_summary(root, node)
+
+
+def _cluster_summary(
+    root: np.ndarray, node: np.ndarray
+) -> tuple[int, int, list[tuple[int, int, list[int]]]]:
+    """(clusters, removed documents, the largest clusters as (size, root, first members))
+    of the removed documents ``node`` and their cluster roots ``root``."""
     order = np.lexsort((node, root))
     root, node = root[order], node[order]
     roots, first, counts = np.unique(root, return_index=True, return_counts=True)
@@ -503,6 +530,31 @@ def _cluster_stats(*parts: Any) -> tuple[int, int, list[tuple[int, int, list[int
         for i in top
     ]
     return int(roots.size), int(node.size), examples
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _cc_one_task(starts: np.ndarray, tables: list[Any], *edge_parts: Any) -> Any:
+    """All components in one task, for a small edge set (``COMPONENTS_ON_ONE_TASK``):
+    union-find over the verify stage's star edges. Returns what ``_cc_finish`` gives per
+    block, then (clusters, removed, largest clusters, {id: name} of their documents)."""
+    src = _cat([e[0] for e in edge_parts], np.int64)
+    dst = _cat([e[1] for e in edge_parts], np.int64)
+    nodes = np.unique(np.concatenate([src, dst]))
+    one_way = src < dst  # every star edge comes both ways; cluster_roots takes i < j
+    src, dst = src[one_way], dst[one_way]
+    local = np.stack([np.searchsorted(nodes, src), np.searchsorted(nodes, dst)], axis=1)
+    smallest = cluster_roots(nodes.size, np.ascontiguousarray(local, dtype=np.uint32), None)
+    roots = nodes[smallest.astype(np.int64)]  # the smallest id of the component
+    removed = roots != nodes
+    node, root = nodes[removed], roots[removed]
+    blocks = _block_of(node, starts)
+    outs: list[Any] = [(node[blocks == b], root[blocks == b]) for b in range(starts.size)]
+    clusters, num_removed, top = _cluster_summary(root, node)
+    wanted = np.unique(np.asarray([i for e in top for i in (e[1], *e[2])], dtype=np.int64))
+    refs, _, _ = _lookup(wanted, tables, starts)
+    names = dict(zip(wanted.tolist(), [r.name for r in refs], strict=True))
+    outs.append((clusters, num_removed, top, names))
+    return _ret(outs)
 
 
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
@@ -543,6 +595,7 @@ def _finalize(  # noqa: PLR0917 (Ray passes task arguments by position)
         "exact": [f"{r}\texact\t{k}" for r, k in exact],
         "exact_pairs": exact[:MAX_EXAMPLES],
         "near": near_lines,
+        "tokens": 0,
     }
     lengths = np.zeros(0, dtype=np.int64)
     tokens = np.zeros(0, dtype=np.int32)
@@ -568,46 +621,107 @@ def _finalize(  # noqa: PLR0917 (Ray passes task arguments by position)
                 lens.append(np.asarray([len(e) for e in encoded], dtype=np.int64))
         lengths = _cat(lens, np.int64)
         tokens = _cat(flat, dtype)
+        info["tokens"] = int(lengths.sum()) + int(lengths.size)
     return info, lengths, tokens
 
 
+def _pack_rows(
+    blocks: list[Any],
+    start: tuple[int, int],
+    rows: tuple[np.ndarray, np.ndarray, np.ndarray],
+    pack: PackConfig,
+    last: bool,
+) -> int:
+    """:class:`Packer` from document ``start[0]`` of ``blocks[0]``, token ``start[1]`` of it
+    (counting its EOS), with an empty sequence, straight into ``rows`` (tokens, segment ids,
+    positions; each [count, seq_len], already filled with padding): every document piece is
+    one slice assignment, no per-sequence arrays. ``last``: the final partial sequence is
+    padded (``final="pad"``) as ``Packer.finish`` does. Returns the rows filled."""
+    tokens_out, segments_out, positions_out = rows
+    count, n = tokens_out.shape
+    arange = np.arange(n, dtype=positions_out.dtype)
+    row = fill = segment = 0
+    doc, offset = start
+    for lengths_ref, tokens_ref in blocks:
+        lengths, tokens = ray.get([lengths_ref, tokens_ref])
+        bounds = np.concatenate(([0], np.cumsum(lengths))).tolist()
+        for d in range(doc, lengths.size):
+            src, end = bounds[d] + offset, bounds[d + 1]  # the document's EOS sits at `end`
+            size = end + 1 - src
+            offset = 0
+            while size:
+                take = min(size, n - fill)
+                real = min(take, end - src)  # document tokens; the rest (0 or 1) is EOS
+                if real:
+                    tokens_out[row, fill : fill + real] = tokens[src : src + real]
+                if real < take:
+                    tokens_out[row, fill + real] = pack.eos_id
+                segment += 1
+                segments_out[row, fill : fill + take] = segment
+                positions_out[row, fill : fill + take] = arange[:take]
+                fill += take
+                src += take
+                size -= take
+                if fill == n:
+                    row += 1
+                    fill = segment = 0
+                    if row == count:
+                        return row
+                if size and size < pack.min_tail:  # a short tail is dropped
+                    break
+        doc = 0
+    if last and fill and pack.final == "pad":
+        row += 1  # already padded: pad_id, segment 0, position 0
+    return row
+
+
+def _shard_paths(out_dir: str, shard: int) -> dict[str, Path]:
+    return {f: Path(out_dir) / f"{shard_name(shard)}.{f}.npy" for f in FIELDS}
+
+
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
-def _write_shard(  # noqa: PLR0917 (Ray passes task arguments by position)
+def _write_piece(  # noqa: PLR0917 (Ray passes task arguments by position)
     out_dir: str,
-    index: int,
+    shard: int,
+    first_row: int,
     count: int,
     last: bool,
     start: tuple[int, int],
     blocks: list[Any],
     pack: PackConfig,
-    dtypes: tuple[np.dtype, np.dtype],
-) -> dict[str, Any]:
-    """Pack ``count`` sequences starting with an empty sequence at document ``start[0]`` of
-    ``blocks[0]``, token ``start[1]`` of it (counting its EOS); write shard ``index``."""
-    packer = Packer(pack)
-    done: list[PackedSequence] = []
-    doc, offset = start
-    for lengths_ref, tokens_ref in blocks:
-        lengths, tokens = ray.get([lengths_ref, tokens_ref])
-        bounds = np.concatenate(([0], np.cumsum(lengths)))
-        for d in range(doc, lengths.size):
-            ids = tokens[bounds[d] : bounds[d + 1]]
-            if offset:  # the rest of a document split at the previous shard's end
-                ids = np.append(ids.astype(np.int64), pack.eos_id)[offset:-1]
-                offset = 0
-            done += packer.add(ids)
-            if len(done) >= count:
-                break
-        doc = 0
-        if len(done) >= count:
-            break
-    if last and len(done) < count:
-        done += packer.finish()
-    if len(done) < count:
-        raise RuntimeError(f"shard {index}: packed {len(done)} sequences, planned {count}")
-    entry = write_shard(Path(out_dir), index, done[:count], *dtypes)
-    _fault_point("write", index)  # tests: die after writing, before reporting (then redone)
-    return entry
+    whole: bool,
+) -> dict[str, str] | None:
+    """Pack rows ``first_row .. first_row + count`` of shard ``shard`` (its files exist, at
+    full size) and write them in place. ``whole`` (the piece is the whole shard): also
+    return the files' sha256 (else the driver's hash tasks do, once every piece is in)."""
+    paths = _shard_paths(out_dir, shard)
+    maps = {f: np.lib.format.open_memmap(paths[f], mode="r+") for f in FIELDS}
+    width = maps["tokens"].shape[1]
+    rows = (
+        np.full((count, width), pack.pad_id, dtype=maps["tokens"].dtype),
+        np.zeros((count, width), dtype=maps["segment_ids"].dtype),
+        np.zeros((count, width), dtype=maps["positions"].dtype),
+    )
+    done = _pack_rows(blocks, start, rows, pack, last)
+    if done != count:
+        raise RuntimeError(
+            f"shard {shard}: packed {done} rows from row {first_row}, planned {count}"
+        )
+    for f, arr in zip(FIELDS, rows, strict=True):
+        maps[f][first_row : first_row + count] = arr
+        maps[f].flush()
+    del maps
+    hashes = {f: file_sha256(paths[f]) for f in FIELDS} if whole else None
+    if first_row == 0:
+        _fault_point("write", shard)  # tests: die after writing, before reporting (then redone)
+    return hashes
+
+
+@ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
+def _hash_file(path: str, *pieces: Any) -> str:
+    """sha256 of one shard file, once the pieces (``pieces``: their results) are written."""
+    del pieces
+    return file_sha256(Path(path))
 
 
 # ---- the driver --------------------------------------------------------------------------
@@ -617,13 +731,29 @@ class _PackPlan:
     """The packer replayed over document lengths: its statistics, and where each shard's
     first sequence starts. Must match :meth:`Packer.add` / :meth:`Packer.finish` exactly."""
 
-    def __init__(self, config: PackConfig, sequences_per_shard: int) -> None:
+    def __init__(
+        self, config: PackConfig, sequences_per_shard: int, rows_per_piece: int = 0
+    ) -> None:
         self.n, self.min_tail, self.final = config.seq_len, config.min_tail, config.final
         self.per_shard = sequences_per_shard
+        # A shard is written as pieces of this many rows (the last piece of a shard: the
+        # rest), each by its own task; 0: one piece per shard.
+        self.step = min(rows_per_piece or sequences_per_shard, sequences_per_shard)
         self.fill = 0
         self.documents = self.tokens_in = self.dropped = self.tails = 0
         self.sequences = self.padding = 0
-        self.starts: list[tuple[int, int, int]] = []  # (block, document, offset) per shard
+        self.starts: list[tuple[int, int, int]] = []  # (block, document, offset) per piece
+        self.first_rows: list[int] = []  # the sequence each piece starts with
+        self._next = 0  # the sequence the next piece starts with
+
+    def pieces(self) -> Iterator[tuple[int, int, int, tuple[int, int, int]]]:
+        """(shard, first row in the shard, rows, where it starts) of every piece."""
+        for start, first in zip(self.starts, self.first_rows, strict=True):
+            if first >= self.sequences:  # a start whose sequence was dropped at the end
+                break
+            shard, row = divmod(first, self.per_shard)
+            rows = min(self.step, self.per_shard - row, self.sequences - first)
+            yield shard, row, rows, start
 
     def add(self, block: int, lengths: np.ndarray) -> None:
         n = self.n
@@ -633,8 +763,11 @@ class _PackPlan:
             self.tokens_in += size
             offset = 0
             while size:
-                if self.fill == 0 and self.sequences == len(self.starts) * self.per_shard:
+                if self.fill == 0 and self.sequences == self._next:
                     self.starts.append((block, d, offset))
+                    self.first_rows.append(self._next)
+                    row = self._next % self.per_shard
+                    self._next += min(self.step, self.per_shard - row)
                 space = n - self.fill
                 if size <= space:
                     self.fill += size
@@ -677,6 +810,43 @@ def _walk_names(root: Path, exclude_dirs: tuple[str, ...]) -> Iterator[str]:
             yield prefix + name
 
 
+def _file_weight(name: str, config: PrepareConfig) -> int:
+    """About the work a file makes (bytes the stages read and tokenize): its size if the
+    filters read it, plus a fixed cost per file."""
+    size = 0
+    base = name.rsplit("/", 1)[-1]
+    if base.lower().endswith(sources.JSONL_SUFFIXES) or filters.extension_ok(base, config.filters):
+        with contextlib.suppress(OSError):  # unreadable: reported by the scan, as locally
+            size = os.stat(name).st_size  # noqa: PTH116 (no Path object per listed file)
+        if size > config.filters.max_file_bytes and not base.lower().endswith(
+            sources.JSONL_SUFFIXES
+        ):
+            size = 0  # dropped unread (too large)
+    return size + FILE_COST
+
+
+def _blocks_by_size(
+    indexed: list[tuple[int, str]], config: PrepareConfig, count: int
+) -> list[list[tuple[int, str]]]:
+    """Consecutive runs of files of about equal weight (one stat per file), about ``count``
+    of them, each at most ``batch_documents`` files, so that the tasks of a stage take about
+    the same time (runs of equal file counts differ up to 8x in bytes on the stdlib)."""
+    if not indexed:
+        return [[]]
+    weights = np.asarray([_file_weight(name, config) for _, name in indexed], dtype=np.int64)
+    target = max(1, int(weights.sum()) // max(1, count))
+    blocks: list[list[tuple[int, str]]] = []
+    begin = acc = 0
+    for i, w in enumerate(weights.tolist()):
+        acc += w
+        if acc >= target or i + 1 - begin == config.batch_documents:
+            blocks.append(indexed[begin : i + 1])
+            begin, acc = i + 1, 0
+    if begin < len(indexed):
+        blocks.append(indexed[begin:])
+    return blocks
+
+
 def _list_files(inputs: Sequence[str | Path], exclude_dirs: tuple[str, ...]) -> list[str]:
     roots = [Path(p) for p in inputs]
     for root in roots:
@@ -698,6 +868,7 @@ class _Stages:
         self.progress = progress
         self.timings: dict[str, float] = {}
         self.tokenizer: _TokenizerInfo | None = None  # from the workers' warm-up
+        self.tokens = 0  # tokens of the kept documents, with their EOS (data prepare)
 
     def wait(self, name: str, refs: list[Any], start: float) -> None:
         bar = tqdm(total=len(refs), desc=f"ray {name}", unit=" tasks", disable=not self.progress)
@@ -727,11 +898,12 @@ def _run(
     # Workers import this module (and load the tokenizer) while the driver lists the files.
     warm = [_warm.remote(config, tokenize) for _ in range(workers)]
     files = _list_files(inputs, config.exclude_dirs)
-    per_block = options.files_per_block or min(
-        config.batch_documents, max(8, -(-len(files) // (4 * workers)))
-    )
     indexed = list(enumerate(files))
-    blocks = [indexed[s : s + per_block] for s in range(0, max(len(files), 1), per_block)]
+    if options.files_per_block:
+        per_block = options.files_per_block
+        blocks = [indexed[s : s + per_block] for s in range(0, max(len(files), 1), per_block)]
+    else:
+        blocks = _blocks_by_size(indexed, config, BLOCKS_PER_WORKER * workers)
     starts = np.asarray([b[0][0] if b else 0 for b in blocks], dtype=np.int64)
     nb = len(blocks)
     st.timings["list"] = time.perf_counter() - t
@@ -800,6 +972,7 @@ def _run(
     for f in final:
         info = ray.get(f[0])
         removed_exact += len(info["exact"])
+        st.tokens += info["tokens"]
         kept += len(info["kept"])
         for r, k in info["exact_pairs"]:
             if len(exact_examples) < MAX_EXAMPLES:
@@ -812,6 +985,48 @@ def _run(
         "bytes_after_filters": bytes_in,
     }
     return report, final, st
+
+
+def _components(
+    st: _Stages,
+    *,
+    parts: int,
+    nb: int,
+    edges: list[list[Any]],
+    tables: list[Any],
+    starts: np.ndarray,
+) -> tuple[list[Any], list[list[Any]], list[Any], dict[int, str]]:
+    """Connected components by min-label propagation over node partitions, one task wave
+    per round until no label changes; returns the cluster stats per root partition, the
+    removed (node, root) objects per block, the largest clusters and their ids' names."""
+    t = time.perf_counter()
+    rounds = [
+        _refs(_cc_init.options(num_returns=2 + parts).remote(parts, *[e[q] for e in edges]))
+        for q in range(parts)
+    ]
+    edges.clear()  # the caller's list: the edge partitions are freed once read
+    num_rounds = 0
+    while sum(ray.get([r[0] for r in rounds])):
+        num_rounds += 1
+        rounds = [
+            _refs(
+                _cc_round.options(num_returns=2 + parts).remote(
+                    parts, rounds[q][1], *[r[2 + q] for r in rounds]
+                )
+            )
+            for q in range(parts)
+        ]
+    finished = [
+        _refs(_cc_finish.options(num_returns=nb + parts).remote(starts, parts, r[1]))
+        for r in rounds
+    ]
+    cluster = ray.get([_cluster_stats.remote(*[f[nb + p] for f in finished]) for p in range(parts)])
+    st.wait("components", [f[0] for f in finished], t)
+    st.timings["components_rounds"] = float(num_rounds + 1)
+    top = sorted((e for c in cluster for e in c[2]), key=lambda e: (-e[0], e[1]))[:MAX_EXAMPLES]
+    wanted = np.unique(np.asarray([i for e in top for i in (e[1], *e[2])], dtype=np.int64))
+    names = dict(zip(wanted.tolist(), ray.get(_names.remote(wanted, tables, starts)), strict=True))
+    return cluster, [[f[b] for f in finished] for b in range(nb)], top, names
 
 
 def _near(
@@ -852,33 +1067,23 @@ def _near(
     del verified
 
     t = time.perf_counter()
-    rounds = [
-        _refs(_cc_init.options(num_returns=2 + parts).remote(parts, *[e[q] for e in edges]))
-        for q in range(parts)
-    ]
-    del edges
-    num_rounds = 0
-    while sum(ray.get([r[0] for r in rounds])):
-        num_rounds += 1
-        rounds = [
-            _refs(
-                _cc_round.options(num_returns=2 + parts).remote(
-                    parts, rounds[q][1], *[r[2 + q] for r in rounds]
-                )
+    duplicate_pairs = sum(c[1] for c in counts)
+    if duplicate_pairs <= COMPONENTS_ON_ONE_TASK:
+        one = _refs(
+            _cc_one_task.options(num_returns=nb + 1).remote(
+                starts, tables, *[e for v in edges for e in v]
             )
-            for q in range(parts)
-        ]
-    finished = [
-        _refs(_cc_finish.options(num_returns=nb + parts).remote(starts, parts, r[1]))
-        for r in rounds
-    ]
-    cluster = ray.get([_cluster_stats.remote(*[f[nb + p] for f in finished]) for p in range(parts)])
-    st.wait("components", [f[0] for f in finished], t)
-    st.timings["components_rounds"] = float(num_rounds + 1)
-
-    top = sorted((e for c in cluster for e in c[2]), key=lambda e: (-e[0], e[1]))[:MAX_EXAMPLES]
-    wanted = np.unique(np.asarray([i for e in top for i in (e[1], *e[2])], dtype=np.int64))
-    names = dict(zip(wanted.tolist(), ray.get(_names.remote(wanted, tables, starts)), strict=True))
+        )
+        del edges
+        st.wait("components", [one[nb]], t)
+        clusters, removed, top, names = ray.get(one[nb])
+        cluster = [(clusters, removed, top)]
+        st.timings["components_rounds"] = 1.0
+        by_block = [[one[b]] for b in range(nb)]
+    else:
+        cluster, by_block, top, names = _components(
+            st, parts=parts, nb=nb, edges=edges, tables=tables, starts=starts
+        )
     bands, rows = config.minhash.lsh_params()
     report = {
         "enabled": True,
@@ -886,7 +1091,7 @@ def _near(
         "bands": bands,
         "rows": rows,
         "candidate_pairs": sum(c[0] for c in counts),
-        "duplicate_pairs": sum(c[1] for c in counts),
+        "duplicate_pairs": duplicate_pairs,
         "clusters": sum(c[0] for c in cluster),
         "removed": sum(c[1] for c in cluster),
         "examples": [
@@ -894,7 +1099,6 @@ def _near(
             for size, root, members in top
         ],
     }
-    by_block = [[f[b] for f in finished] for b in range(nb)]
     return report, by_block
 
 
@@ -933,29 +1137,69 @@ def prepare(
                 eos = tok.eos_token_id
                 raise ValueError(f"tokenizer EOS {eos} != pack eos_id {config.pack.eos_id}")
             t = time.perf_counter()
-            plan = _PackPlan(config.pack, config.sequences_per_shard)
-            for b, f in enumerate(final):
-                plan.add(b, ray.get(f[1]))
+            per_shard = config.sequences_per_shard
+            # Shards are written in pieces so that every worker packs (a small input has
+            # one or two shards); a big input has many shards, each one piece.
+            rows = options.rows_per_piece or max(
+                MIN_PIECE_ROWS, -(-st.tokens // (config.pack.seq_len * PIECES_PER_WORKER * workers))
+            )
+            plan = _PackPlan(config.pack, per_shard, rows)
+            for first in range(0, len(final), LENGTHS_PER_GET):  # bounded driver memory
+                chunk = ray.get([f[1] for f in final[first : first + LENGTHS_PER_GET]])
+                for b, lengths in enumerate(chunk, first):
+                    plan.add(b, lengths)
             plan.finish()
             dtypes = shard_dtypes(tok.vocab_size, config.pack.seq_len)
             token_refs = [(f[1], f[2]) for f in final]
             del final
-            writes = []
-            for k in range(plan.num_shards):
-                block, doc, offset = plan.starts[k]
-                # through the block where the next shard starts (inclusive)
-                end = plan.starts[k + 1][0] + 1 if k + 1 < plan.num_shards else len(token_refs)
-                count = min(
-                    config.sequences_per_shard, plan.sequences - k * config.sequences_per_shard
-                )
-                writes.append(
-                    _write_shard.remote(
-                        str(tmp), k, count, k == plan.num_shards - 1, (doc, offset),
-                        token_refs[block:end], config.pack, dtypes,
+            shard_rows = [
+                min(per_shard, plan.sequences - k * per_shard) for k in range(plan.num_shards)
+            ]
+            for k, n in enumerate(shard_rows):  # the files at full size, for the pieces
+                for f, path in _shard_paths(str(tmp), k).items():
+                    dtype = dtypes[0] if f == "tokens" else dtypes[1]
+                    shape = (n, config.pack.seq_len)
+                    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+            pieces = list(plan.pieces())
+            written: list[list[Any]] = [[] for _ in shard_rows]
+            for i, (shard, row, n, (block, doc, offset)) in enumerate(pieces):
+                # through the block where the next piece starts (inclusive)
+                end = pieces[i + 1][3][0] + 1 if i + 1 < len(pieces) else len(token_refs)
+                written[shard].append(
+                    _write_piece.remote(
+                        str(tmp), shard, row, n, i == len(pieces) - 1, (doc, offset),
+                        token_refs[block:end], config.pack, n == shard_rows[shard],
                     )
                 )  # fmt: skip
-            st.wait("pack+write", writes, t)
-            entries = ray.get(writes)
+            hashes: list[Any] = []
+            for k, refs in enumerate(written):
+                if len(refs) == 1:  # one piece: it hashed its files
+                    hashes.append(refs[0])
+                else:
+                    hashes.append(
+                        {
+                            f: _hash_file.remote(str(p), *refs)
+                            for f, p in _shard_paths(str(tmp), k).items()
+                        }
+                    )
+            tasks = [r for refs in written for r in refs]
+            tasks += [r for h in hashes if isinstance(h, dict) for r in h.values()]
+            st.wait("pack+write", tasks, t)
+            entries = []
+            for k, h in enumerate(hashes):
+                digests = (
+                    ray.get(h)
+                    if not isinstance(h, dict)
+                    else dict(zip(h, ray.get(list(h.values())), strict=True))
+                )
+                paths = _shard_paths(str(tmp), k)
+                entries.append(
+                    {
+                        "name": shard_name(k),
+                        "num_sequences": shard_rows[k],
+                        "files": {f: {"file": paths[f].name, "sha256": digests[f]} for f in FIELDS},
+                    }
+                )
         report["tokens"] = tokens_report(
             documents=plan.documents,
             tokens_in=plan.tokens_in,

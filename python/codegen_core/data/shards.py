@@ -30,7 +30,8 @@ FORMAT = "codegen-core-packed-v1"
 FIELDS = ("tokens", "segment_ids", "positions")
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """The sha256 (hex) the manifest records for a shard file."""
     h = hashlib.sha256()
     with path.open("rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -100,6 +101,11 @@ def shard_dtypes(vocab_size: int, seq_len: int) -> tuple[np.dtype, np.dtype]:
     return token, aux
 
 
+def shard_name(index: int) -> str:
+    """``shard-NNNNN``: shard ``index``'s files are ``shard-NNNNN.<field>.npy``."""
+    return f"shard-{index:05d}"
+
+
 def write_shard(
     out_dir: Path,
     index: int,
@@ -112,14 +118,14 @@ def write_shard(
     The bytes depend only on (index, sequences, dtypes), so shards written by independent
     workers (``codegen_core.data.ray_engine``) equal the ones :class:`ShardWriter` writes.
     """
-    name = f"shard-{index:05d}"
+    name = shard_name(index)
     files = {}
     for field in FIELDS:
         dtype = token_dtype if field == "tokens" else aux_dtype
         arr = np.stack([getattr(s, field) for s in sequences]).astype(dtype)
         path = out_dir / f"{name}.{field}.npy"
         np.save(path, arr)
-        files[field] = {"file": path.name, "sha256": _sha256(path)}
+        files[field] = {"file": path.name, "sha256": file_sha256(path)}
     return {"name": name, "num_sequences": len(sequences), "files": files}
 
 
@@ -174,7 +180,7 @@ class ShardReader:
         """Raise ValueError if any shard file's sha256 differs from the manifest."""
         for shard in self.manifest["shards"]:
             for entry in shard["files"].values():
-                got = _sha256(self.directory / entry["file"])
+                got = file_sha256(self.directory / entry["file"])
                 if got != entry["sha256"]:
                     raise ValueError(f"{self.directory / entry['file']}: checksum mismatch")
 
