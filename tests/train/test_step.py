@@ -5,6 +5,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from codegen_core.model import axes as ax
@@ -179,3 +180,40 @@ def test_optimizer_state_is_sharded_like_the_params() -> None:
     abstract = step_lib.abstract_state(MODEL, optimizer, mesh)
     assert jax.tree.structure(abstract) == jax.tree.structure(state)
     assert jax.tree.structure(sh) == jax.tree.structure(state)
+
+
+def test_cross_entropy_gradient_is_autodiffs() -> None:
+    # the hand-written backward of (logsumexp, picked logit) against autodiff of the plain
+    # formula, with cotangents as the loss gives them (masked positions weigh 0, z-loss on lse)
+    rng = np.random.default_rng(4)
+    logits = jnp.asarray(rng.standard_normal((2, 5, 11)) * 3, jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 11, (2, 5)), jnp.int32)
+    w = jnp.asarray(rng.random((2, 5)) < 0.7, jnp.float32)
+
+    def loss(fn: object, x: jax.Array) -> jax.Array:
+        lse, picked = fn(x, targets)  # type: ignore[operator]
+        return jnp.sum((lse - picked) * w) + 1e-2 * jnp.sum(jnp.square(lse) * w)
+
+    def plain(x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
+        return (jax.nn.logsumexp(x, axis=-1),
+                jnp.take_along_axis(x, t[..., None], axis=-1)[..., 0])  # fmt: skip
+
+    got = jax.value_and_grad(lambda x: loss(step_lib.lse_and_picked, x))(logits)
+    want = jax.value_and_grad(lambda x: loss(plain, x))(logits)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
+    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
+    assert float(jnp.max(jnp.abs(got[1][w == 0]))) == 0.0  # masked positions: no gradient
+
+
+@pytest.mark.parametrize("scale", [0.01, 100.0])
+def test_clip_is_optax_clip_by_global_norm(scale: float) -> None:
+    # below and above the clip threshold; with the norm passed in (as the step does) and not
+    params = transformer.init(MODEL, jax.random.key(1), stacked=True)
+    grads = jax.tree.map(lambda x: x * scale + scale, params)
+    want, _ = optax.clip_by_global_norm(1.0).update(grads, optax.EmptyState())
+    np.testing.assert_allclose(optim.global_norm(grads), optax.tree.norm(grads), rtol=1e-6)
+    clip = optim.clip_by_global_norm(1.0)
+    for extra in ({}, {"grad_norm": optim.global_norm(grads)}):
+        got, state = clip.update(grads, clip.init(params), **extra)
+        assert state == optax.EmptyState()
+        jax.tree.map(lambda g, w: np.testing.assert_allclose(g, w, rtol=1e-6), got, want)

@@ -6,6 +6,11 @@ or more logical axes besides ``layers``): attention qkv/out, MLP kernels, lm_hea
 ``decay_embedding``, the default, as jaxformer/mesh-transformer-jax decay every matrix) the
 token embedding. Norm scales and biases are never decayed. The mask is computed from
 ``transformer.param_axes``, because with stacked layers a bias is 2-D.
+
+Clipping is optax's ``clip_by_global_norm`` rule (the same select and scale, the scale a multiply as in torch) with the norm
+computed by :func:`global_norm` and taken from the step when it passes one (``grad_norm=``
+extra argument: the step computes the norm anyway, for its metrics and the finite check, so
+the gradients are read for it once, not twice).
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import optax
 
 from codegen_core.model import axes as ax
@@ -32,6 +38,47 @@ def schedule(cfg: OptimSection) -> optax.Schedule:
     return optax.join_schedules([warmup, cosine], [cfg.warmup_steps])
 
 
+def global_norm(tree: Any) -> jax.Array:
+    """The L2 norm of all leaves together (``optax.tree.norm``), fp32.
+
+    Each leaf's sum of squares is a full contraction of the leaf with itself (a dot, no
+    reshape, so a sharded leaf needs no gather): XLA:CPU turns a plain ``sum(x * x)`` of a
+    large leaf into a windowed reduction over a materialised ``x * x`` that reads and
+    writes the gradients again (an 84M-element leaf: ~90 ms vs ~34 ms as a dot).
+    """
+    total = jnp.zeros((), jnp.float32)
+    for x in jax.tree.leaves(tree):
+        dims = tuple(range(x.ndim))
+        sq = jax.lax.dot_general(x, x, ((dims, dims), ((), ())),
+                                 preferred_element_type=jnp.float32)  # fmt: skip
+        total = total + sq
+    return jnp.sqrt(total)
+
+
+def clip_by_global_norm(max_norm: float) -> optax.GradientTransformationExtraArgs:
+    """``optax.clip_by_global_norm(max_norm)`` (same state, same rule: updates scaled by
+    ``max_norm / norm`` when the norm is at least ``max_norm``), with the norm of the
+    updates passed in as ``grad_norm=`` when the caller has it, else computed."""
+
+    def update(updates: Any, state: Any, params: Any = None, *, grad_norm: Any = None,
+               **extra_args: Any) -> tuple[Any, Any]:  # fmt: skip
+        del params, extra_args
+        g_norm = global_norm(updates) if grad_norm is None else grad_norm
+        trigger = jnp.squeeze(g_norm < max_norm)
+        # a scalar factor, multiplied (as torch's clip_grad_norm_ does), not optax's
+        # ``t / norm * max_norm``: XLA fuses a multiply by a scalar into each consumer (the
+        # two moment updates) but materialises a divide, a write and two reads of every
+        # gradient more per step
+        factor = max_norm / g_norm
+
+        def clip(t: jax.Array) -> jax.Array:
+            return jax.lax.select(trigger, t, t * factor.astype(t.dtype))
+
+        return jax.tree.map(clip, updates), state
+
+    return optax.GradientTransformationExtraArgs(optax.init_empty_state, update)
+
+
 def decay_mask(config: CodeGenConfig, *, decay_embedding: bool = True) -> Any:
     """Bool pytree (the stacked params' structure): True where weight decay applies."""
     axes_tree = transformer.param_axes(config, stacked=True)
@@ -49,7 +96,7 @@ def make_optimizer(cfg: OptimSection, model_config: CodeGenConfig) -> optax.Grad
     """The full chain; the updates it returns are to be *added* to the params."""
     parts = []
     if cfg.clip_norm > 0:
-        parts.append(optax.clip_by_global_norm(cfg.clip_norm))
+        parts.append(clip_by_global_norm(cfg.clip_norm))
     parts.append(
         optax.adamw(
             schedule(cfg),

@@ -26,6 +26,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from codegen_core.model import axes as ax
 from codegen_core.model import transformer
 from codegen_core.model.config import CodeGenConfig
+from codegen_core.train import optim
 
 State = dict[str, Any]
 Batch = Mapping[str, jax.Array]
@@ -53,6 +54,36 @@ def target_mask(batch: Batch) -> jax.Array:
     return mask
 
 
+@jax.custom_vjp
+def lse_and_picked(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """``(logsumexp(logits, -1), logits[..., targets])``: logits (..., V) fp32, targets (...)
+    int -> two (...) arrays; cross-entropy is their difference.
+
+    The gradient is written out (``softmax * g_lse + onehot * g_picked``, the softmax from the
+    saved logsumexp): one fused pass over the logits, where autodiff of logsumexp and of the
+    gather made several (an extra softmax pass, a scatter into a zero-filled copy).
+    """
+    return _lse_picked_fwd(logits, targets)[0]
+
+
+def _lse_picked_fwd(logits: jax.Array, targets: jax.Array) -> tuple[Any, Any]:
+    lse = jax.nn.logsumexp(logits, axis=-1)  # (...)
+    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # (...)
+    return (lse, picked), (logits, targets, lse)
+
+
+def _lse_picked_bwd(res: Any, g: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
+    logits, targets, lse = res
+    g_lse, g_picked = g  # (...) each
+    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)  # (..., V)
+    onehot = vocab == targets[..., None].astype(jnp.int32)
+    d = jnp.exp(logits - lse[..., None]) * g_lse[..., None]
+    return d + jnp.where(onehot, g_picked[..., None], 0.0), None  # (..., V)
+
+
+lse_and_picked.defvjp(_lse_picked_fwd, _lse_picked_bwd)
+
+
 def loss_sums(
     params: transformer.Params, batch: Batch, config: CodeGenConfig, opts: StepOptions
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
@@ -69,11 +100,14 @@ def loss_sums(
         attn_impl=opts.attn_impl,  # type: ignore[arg-type]
         remat=opts.remat,  # type: ignore[arg-type]
     )  # (B, T, V) fp32
-    logits = logits[:, :-1]  # (B, T - 1, V): position t predicts token t + 1
-    targets = batch["tokens"][:, 1:]  # (B, T - 1)
-    mask = target_mask(batch).astype(jnp.float32)  # (B, T - 1)
-    lse = jax.nn.logsumexp(logits, axis=-1)  # (B, T - 1)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # (B, T - 1)
+    # position t predicts token t + 1; the last position predicts nothing (weight 0). The
+    # logits are not sliced to T - 1: a slice of (B, T, V) is a copy, and its gradient a pad
+    # (another), both over the largest array of the step.
+    tokens = batch["tokens"]
+    targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)  # (B, T)
+    mask = target_mask(batch)  # (B, T - 1)
+    mask = jnp.concatenate([mask, jnp.zeros_like(mask[:, :1])], axis=1).astype(jnp.float32)
+    lse, picked = lse_and_picked(logits, targets)  # (B, T) each
     ce = jnp.sum((lse - picked) * mask)
     z = jnp.sum(jnp.square(lse) * mask)
     objective = ce + opts.z_loss * z if opts.z_loss else ce
@@ -142,11 +176,15 @@ def train_step(
     count = jnp.maximum(jnp.sum(target_mask(batch).astype(jnp.float32)), 1.0)
     grads, sums = grads_and_sums(state["params"], batch, config, opts, scale=1.0 / count)
     loss = sums["ce"] / count
-    grad_norm = optax.tree.norm(grads)
+    grad_norm = optim.global_norm(grads)
     finite = jnp.isfinite(loss) & jnp.isfinite(grad_norm)
+    # an optimizer taking extra arguments (``optim.make_optimizer``'s chain) gets the norm,
+    # so that its clip does not read all the gradients a second time to compute it again
+    extra = {"grad_norm": grad_norm} if isinstance(
+        optimizer, optax.GradientTransformationExtraArgs) else {}  # fmt: skip
 
     def update(params: Any, opt_state: Any) -> tuple[Any, Any]:
-        updates, new_opt = optimizer.update(grads, opt_state, params)
+        updates, new_opt = optimizer.update(grads, opt_state, params, **extra)
         return optax.apply_updates(params, updates), new_opt
 
     # A conditional, not a select of new and old: selecting makes XLA keep (copy) the old
