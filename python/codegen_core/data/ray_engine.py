@@ -46,15 +46,16 @@ import json
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import Future
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import ray
-from tqdm import tqdm
 
 from codegen_core._core import (
     band_keys,
@@ -77,6 +78,7 @@ from codegen_core.data.prepare import (
     load_tokenizer,
     manifest_metadata,
     tokens_report,
+    tqdm,
 )
 from codegen_core.data.shards import (
     FIELDS,
@@ -235,13 +237,30 @@ def _texts(
     return sources.read_checked(refs, hashes, config.filters, as_text=as_text, num_threads=1)
 
 
-_TOKENIZERS: dict[str, TokenizerLike] = {}
+_TOKENIZERS: dict[str, Future[TokenizerLike]] = {}
+_TOKENIZERS_LOCK = threading.Lock()
+
+
+def _load_tokenizer_soon(name: str) -> Future[TokenizerLike]:
+    """This worker's tokenizer ``name``, loaded once, by a thread of its own: the warm-up
+    starts it so that the load overlaps the scan stages instead of delaying them."""
+    with _TOKENIZERS_LOCK:
+        future = _TOKENIZERS.get(name)
+        if future is None:
+            future = _TOKENIZERS[name] = Future()
+
+            def load(done: Future[TokenizerLike] = future) -> None:
+                try:
+                    done.set_result(load_tokenizer(name))
+                except BaseException as e:  # noqa: BLE001 (handed to the task that waits)
+                    done.set_exception(e)
+
+            threading.Thread(target=load, name="codegen-core-tokenizer", daemon=True).start()
+    return future
 
 
 def _tokenizer(name: str) -> TokenizerLike:
-    if name not in _TOKENIZERS:
-        _TOKENIZERS[name] = load_tokenizer(name)
-    return _TOKENIZERS[name]
+    return _load_tokenizer_soon(name).result()
 
 
 # ---- stage tasks -------------------------------------------------------------------------
@@ -275,13 +294,12 @@ class _TokenizerInfo:
 
 
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
-def _warm(config: PrepareConfig, tokenize: bool) -> _TokenizerInfo | None:
-    """Per-process set-up that the first task would otherwise pay inside a stage."""
+def _warm(config: PrepareConfig, tokenize: bool) -> None:
+    """Per-process set-up that the first task would otherwise pay inside a stage: this
+    module's imports (while the driver lists the files), and the tokenizer's load started."""
     config.minhash.lsh_params()
-    if not tokenize:
-        return None
-    tok = _tokenizer(config.tokenizer)
-    return _TokenizerInfo(int(tok.vocab_size), int(tok.eos_token_id))
+    if tokenize:
+        _load_tokenizer_soon(config.tokenizer)
 
 
 @ray.remote(num_cpus=1, max_retries=MAX_RETRIES)
@@ -596,11 +614,13 @@ def _finalize(  # noqa: PLR0917 (Ray passes task arguments by position)
         "exact_pairs": exact[:MAX_EXAMPLES],
         "near": near_lines,
         "tokens": 0,
+        "tokenizer": None,
     }
     lengths = np.zeros(0, dtype=np.int64)
     tokens = np.zeros(0, dtype=np.int32)
     if tokenize:
         tok = _tokenizer(config.tokenizer)
+        info["tokenizer"] = _TokenizerInfo(int(tok.vocab_size), int(tok.eos_token_id))
         dtype = shard_dtypes(tok.vocab_size, config.pack.seq_len)[0]  # uint16 for CodeGen's
         lens: list[np.ndarray] = []
         flat: list[np.ndarray] = []
@@ -708,9 +728,8 @@ def _write_piece(  # noqa: PLR0917 (Ray passes task arguments by position)
             f"shard {shard}: packed {done} rows from row {first_row}, planned {count}"
         )
     for f, arr in zip(FIELDS, rows, strict=True):
-        maps[f][first_row : first_row + count] = arr
-        maps[f].flush()
-    del maps
+        maps[f][first_row : first_row + count] = arr  # a shared mapping: in the page cache
+    del maps  # unmapped; no msync (np.save does not fsync either)
     hashes = {f: file_sha256(paths[f]) for f in FIELDS} if whole else None
     if first_row == 0:
         _fault_point("write", shard)  # tests: die after writing, before reporting (then redone)
@@ -867,10 +886,18 @@ class _Stages:
     def __init__(self, progress: bool) -> None:
         self.progress = progress
         self.timings: dict[str, float] = {}
-        self.tokenizer: _TokenizerInfo | None = None  # from the workers' warm-up
+        self.tokenizer: _TokenizerInfo | None = None  # from the finalize tasks
         self.tokens = 0  # tokens of the kept documents, with their EOS (data prepare)
 
-    def wait(self, name: str, refs: list[Any], start: float) -> None:
+        self._last = time.perf_counter()
+
+    def mark(self, name: str) -> None:
+        """Stage ``name`` ends now: its time is the wall time since the previous one ended."""
+        now = time.perf_counter()
+        self.timings[name] = self.timings.get(name, 0.0) + now - self._last
+        self._last = now
+
+    def wait(self, name: str, refs: list[Any]) -> None:
         bar = tqdm(total=len(refs), desc=f"ray {name}", unit=" tasks", disable=not self.progress)
         pending = list(refs)
         while pending:
@@ -878,7 +905,7 @@ class _Stages:
             ray.get(done)  # raise a task's error here
             bar.update(len(done))
         bar.close()
-        self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - start
+        self.mark(name)
 
 
 def _run(
@@ -891,11 +918,15 @@ def _run(
     progress: bool,
 ) -> tuple[dict[str, Any], list[Any], _Stages]:
     """Scan, dedup and (``tokenize``) tokenize; returns the dedup report, the finalize
-    results (info, lengths, tokens refs) per block, and the stage timings."""
+    results (info, lengths, tokens refs) per block, and the stage timings.
+
+    Every stage is submitted as soon as the driver knows its tasks, before the previous
+    ones finish (Ray starts a task once its inputs exist): the driver waits only where it
+    needs a result (the duplicate count that picks the components path, the counts); the
+    progress bars and timings follow the stages in order."""
     st = _Stages(progress)
     parts = max(1, workers)
-    t = time.perf_counter()
-    # Workers import this module (and load the tokenizer) while the driver lists the files.
+    # Workers import this module (and start loading the tokenizer) while the driver lists.
     warm = [_warm.remote(config, tokenize) for _ in range(workers)]
     files = _list_files(inputs, config.exclude_dirs)
     indexed = list(enumerate(files))
@@ -906,27 +937,17 @@ def _run(
         blocks = _blocks_by_size(indexed, config, BLOCKS_PER_WORKER * workers)
     starts = np.asarray([b[0][0] if b else 0 for b in blocks], dtype=np.int64)
     nb = len(blocks)
-    st.timings["list"] = time.perf_counter() - t
+    st.mark("list")
 
-    t = time.perf_counter()
     scanned = [
         _refs(_scan_block.options(num_returns=3 + parts).remote(i, b, config, parts))
         for i, b in enumerate(blocks)
     ]
-    st.wait("scan+minhash", [s[0] for s in scanned], t)
-    st.tokenizer = ray.get(warm)[0]  # (done long ago; raises if the tokenizer cannot load)
-    metas = ray.get([s[0] for s in scanned])
-    tables = [s[1] for s in scanned]
-
-    t = time.perf_counter()
     exact = [
         _refs(_exact_reduce.options(num_returns=nb).remote(starts, *[s[3 + p] for s in scanned]))
         for p in range(parts)
     ]
-    st.wait("exact-dedup", [e[0] for e in exact], t)
-
     near = config.near_dedup
-    t = time.perf_counter()
     lsh_parts = parts if near else 0
     mapped = [
         _refs(
@@ -936,21 +957,37 @@ def _run(
         )
         for b in range(nb)
     ]
-    # Objects live while a pending task or the driver refers to them: drop each stage's
-    # inputs from the driver once its consumers are submitted.
-    del scanned, exact
-    st.wait("lsh-map", [m[0] for m in mapped], t)
+    # Objects live while a pending task or the driver refers to them: the driver keeps only
+    # what it reads (one small object per task, for progress) once the consumers exist.
+    scan_done = [s[0] for s in scanned]
+    tables = [s[1] for s in scanned]
+    exact_done = [e[0] for e in exact]
     survivors = [m[0] for m in mapped]
     buckets = [m[1:] for m in mapped]
-    del mapped
-    near_report: dict[str, Any] = {"enabled": near}
-    near_by_block: list[list[Any]] = [[] for _ in range(nb)]
+    del scanned, exact, mapped
+    bucket_done: list[Any] = []
+    verified: list[list[Any]] = []
     if near:
-        near_report, near_by_block = _near(
-            config, parts=parts, nb=nb, buckets=buckets, tables=tables, starts=starts, st=st
+        bucket_done, verified = _submit_lsh(
+            config, parts=parts, buckets=buckets, tables=tables, starts=starts
         )
 
-    t = time.perf_counter()
+    st.wait("scan+minhash", scan_done)
+    ray.get(warm)
+    metas = ray.get(scan_done)
+    del scan_done
+    st.wait("exact-dedup", exact_done)
+    del exact_done
+    st.wait("lsh-map", survivors)
+    near_by_block: list[list[Any]] = [[] for _ in range(nb)]
+    near_report = None
+    if near:
+        st.wait("lsh-buckets", bucket_done)
+        del bucket_done
+        near_by_block, near_report = _near(
+            config, parts=parts, nb=nb, verified=verified, tables=tables, starts=starts, st=st
+        )
+
     final = [
         _refs(
             _finalize.options(num_returns=3).remote(
@@ -960,7 +997,8 @@ def _run(
         for b in range(nb)
     ]
     del survivors, near_by_block
-    st.wait("finalize+tokenize" if tokenize else "finalize", [f[0] for f in final], t)
+    near_result = near_report() if near_report is not None else {"enabled": False}
+    st.wait("finalize+tokenize" if tokenize else "finalize", [f[0] for f in final])
 
     stats = FilterStats()
     bytes_in = 0
@@ -969,18 +1007,19 @@ def _run(
         bytes_in += meta[1]
     exact_examples: list[dict[str, str]] = []
     removed_exact = kept = 0
-    for f in final:
-        info = ray.get(f[0])
-        removed_exact += len(info["exact"])
-        st.tokens += info["tokens"]
-        kept += len(info["kept"])
-        for r, k in info["exact_pairs"]:
-            if len(exact_examples) < MAX_EXAMPLES:
-                exact_examples.append({"removed": r, "kept": k})
+    for first in range(0, nb, LENGTHS_PER_GET):  # a bounded number of blocks' names at once
+        for info in ray.get([f[0] for f in final[first : first + LENGTHS_PER_GET]]):
+            removed_exact += len(info["exact"])
+            st.tokens += info["tokens"]
+            st.tokenizer = st.tokenizer or info["tokenizer"]
+            kept += len(info["kept"])
+            for r, k in info["exact_pairs"]:
+                if len(exact_examples) < MAX_EXAMPLES:
+                    exact_examples.append({"removed": r, "kept": k})
     report = {
         "filters": stats.as_dict(),
         "exact_dedup": {"removed": removed_exact, "examples": exact_examples},
-        "near_dedup": near_report,
+        "near_dedup": near_result,
         "documents_kept": kept,
         "bytes_after_filters": bytes_in,
     }
@@ -999,7 +1038,6 @@ def _components(
     """Connected components by min-label propagation over node partitions, one task wave
     per round until no label changes; returns the cluster stats per root partition, the
     removed (node, root) objects per block, the largest clusters and their ids' names."""
-    t = time.perf_counter()
     rounds = [
         _refs(_cc_init.options(num_returns=2 + parts).remote(parts, *[e[q] for e in edges]))
         for q in range(parts)
@@ -1021,7 +1059,7 @@ def _components(
         for r in rounds
     ]
     cluster = ray.get([_cluster_stats.remote(*[f[nb + p] for f in finished]) for p in range(parts)])
-    st.wait("components", [f[0] for f in finished], t)
+    st.wait("components", [f[0] for f in finished])
     st.timings["components_rounds"] = float(num_rounds + 1)
     top = sorted((e for c in cluster for e in c[2]), key=lambda e: (-e[0], e[1]))[:MAX_EXAMPLES]
     wanted = np.unique(np.asarray([i for e in top for i in (e[1], *e[2])], dtype=np.int64))
@@ -1029,17 +1067,16 @@ def _components(
     return cluster, [[f[b] for f in finished] for b in range(nb)], top, names
 
 
-def _near(
+def _submit_lsh(
     config: PrepareConfig,
     *,
     parts: int,
-    nb: int,
     buckets: list[list[Any]],
     tables: list[Any],
     starts: np.ndarray,
-    st: _Stages,
-) -> tuple[dict[str, Any], list[list[Any]]]:
-    t = time.perf_counter()
+) -> tuple[list[Any], list[list[Any]]]:
+    """Submit the LSH bucket and verify stages; returns one object per bucket task (for
+    progress) and the verify tasks' results (counts, then edges by node partition)."""
     reduced = [
         _refs(
             _lsh_reduce.options(num_returns=parts).remote(
@@ -1049,9 +1086,6 @@ def _near(
         for p in range(parts)
     ]
     buckets.clear()  # the caller's list: the bucket partitions are freed once reduced
-    st.wait("lsh-buckets", [r[0] for r in reduced], t)
-
-    t = time.perf_counter()
     verified = [
         _refs(
             _verify.options(num_returns=1 + parts).remote(
@@ -1060,13 +1094,26 @@ def _near(
         )
         for p in range(parts)
     ]
-    del reduced
-    st.wait("verify", [v[0] for v in verified], t)
+    return [r[0] for r in reduced], verified
+
+
+def _near(
+    config: PrepareConfig,
+    *,
+    parts: int,
+    nb: int,
+    verified: list[list[Any]],
+    tables: list[Any],
+    starts: np.ndarray,
+    st: _Stages,
+) -> tuple[list[list[Any]], Callable[[], dict[str, Any]]]:
+    """Wait for verify, submit connected components; returns the removed (node, root)
+    objects per block and a function that gives the near-dedup report (waiting for the
+    components when they ran as one task, so the caller submits finalize first)."""
+    st.wait("verify", [v[0] for v in verified])
     counts = ray.get([v[0] for v in verified])
     edges = [v[1:] for v in verified]
-    del verified
-
-    t = time.perf_counter()
+    verified.clear()  # the caller's list: the edges are freed once read
     duplicate_pairs = sum(c[1] for c in counts)
     if duplicate_pairs <= COMPONENTS_ON_ONE_TASK:
         one = _refs(
@@ -1075,31 +1122,42 @@ def _near(
             )
         )
         del edges
-        st.wait("components", [one[nb]], t)
-        clusters, removed, top, names = ray.get(one[nb])
-        cluster = [(clusters, removed, top)]
         st.timings["components_rounds"] = 1.0
         by_block = [[one[b]] for b in range(nb)]
+        summary_ref = one[nb]
+
+        def summary() -> tuple[list[Any], list[Any], dict[int, str]]:
+            st.wait("components", [summary_ref])
+            clusters, removed, top, names = ray.get(summary_ref)
+            return [(clusters, removed, top)], top, names
+
     else:
         cluster, by_block, top, names = _components(
             st, parts=parts, nb=nb, edges=edges, tables=tables, starts=starts
         )
-    bands, rows = config.minhash.lsh_params()
-    report = {
-        "enabled": True,
-        "config": dataclasses.asdict(config.minhash),
-        "bands": bands,
-        "rows": rows,
-        "candidate_pairs": sum(c[0] for c in counts),
-        "duplicate_pairs": duplicate_pairs,
-        "clusters": sum(c[0] for c in cluster),
-        "removed": sum(c[1] for c in cluster),
-        "examples": [
-            {"size": size, "kept": names[root], "removed": [names[i] for i in members]}
-            for size, root, members in top
-        ],
-    }
-    return report, by_block
+
+        def summary() -> tuple[list[Any], list[Any], dict[int, str]]:
+            return cluster, top, names
+
+    def report() -> dict[str, Any]:
+        cluster, top, names = summary()
+        bands, rows = config.minhash.lsh_params()
+        return {
+            "enabled": True,
+            "config": dataclasses.asdict(config.minhash),
+            "bands": bands,
+            "rows": rows,
+            "candidate_pairs": sum(c[0] for c in counts),
+            "duplicate_pairs": duplicate_pairs,
+            "clusters": sum(c[0] for c in cluster),
+            "removed": sum(c[1] for c in cluster),
+            "examples": [
+                {"size": size, "kept": names[root], "removed": [names[i] for i in members]}
+                for size, root, members in top
+            ],
+        }
+
+    return by_block, report
 
 
 def prepare(
@@ -1136,7 +1194,6 @@ def prepare(
             if tok.eos_token_id != config.pack.eos_id:
                 eos = tok.eos_token_id
                 raise ValueError(f"tokenizer EOS {eos} != pack eos_id {config.pack.eos_id}")
-            t = time.perf_counter()
             per_shard = config.sequences_per_shard
             # Shards are written in pieces so that every worker packs (a small input has
             # one or two shards); a big input has many shards, each one piece.
@@ -1184,7 +1241,7 @@ def prepare(
                     )
             tasks = [r for refs in written for r in refs]
             tasks += [r for h in hashes if isinstance(h, dict) for r in h.values()]
-            st.wait("pack+write", tasks, t)
+            st.wait("pack+write", tasks)
             entries = []
             for k, h in enumerate(hashes):
                 digests = (
