@@ -709,18 +709,19 @@ def _write_piece(  # noqa: PLR0917 (Ray passes task arguments by position)
     start: tuple[int, int],
     blocks: list[Any],
     pack: PackConfig,
-    whole: bool,
+    dtypes: tuple[np.dtype, np.dtype],
+    shard_rows: int,
 ) -> dict[str, str] | None:
-    """Pack rows ``first_row .. first_row + count`` of shard ``shard`` (its files exist, at
-    full size) and write them in place. ``whole`` (the piece is the whole shard): also
-    return the files' sha256 (else the driver's hash tasks do, once every piece is in)."""
+    """Pack rows ``first_row .. first_row + count`` of shard ``shard`` (its files exist, with
+    their ``.npy`` headers, at full size: ``shard_rows``) and write them in place. A piece
+    that is the whole shard also returns the files' sha256 (else the driver's hash tasks
+    do, once every piece is in)."""
     paths = _shard_paths(out_dir, shard)
-    maps = {f: np.lib.format.open_memmap(paths[f], mode="r+") for f in FIELDS}
-    width = maps["tokens"].shape[1]
+    width = pack.seq_len
     rows = (
-        np.full((count, width), pack.pad_id, dtype=maps["tokens"].dtype),
-        np.zeros((count, width), dtype=maps["segment_ids"].dtype),
-        np.zeros((count, width), dtype=maps["positions"].dtype),
+        np.full((count, width), pack.pad_id, dtype=dtypes[0]),
+        np.zeros((count, width), dtype=dtypes[1]),
+        np.zeros((count, width), dtype=dtypes[1]),
     )
     done = _pack_rows(blocks, start, rows, pack, last)
     if done != count:
@@ -728,8 +729,19 @@ def _write_piece(  # noqa: PLR0917 (Ray passes task arguments by position)
             f"shard {shard}: packed {done} rows from row {first_row}, planned {count}"
         )
     for f, arr in zip(FIELDS, rows, strict=True):
-        maps[f][first_row : first_row + count] = arr  # a shared mapping: in the page cache
-    del maps  # unmapped; no msync (np.save does not fsync either)
+        with paths[f].open("r+b") as file:
+            fmt = np.lib.format
+            version = fmt.read_magic(file)
+            read = fmt.read_array_header_1_0 if version == (1, 0) else fmt.read_array_header_2_0
+            header = read(file)
+            if header != ((shard_rows, width), False, arr.dtype):
+                raise RuntimeError(f"{paths[f]}: header {header}, expected {shard_rows} rows")
+            data = memoryview(arr).cast("B")
+            offset = file.tell() + first_row * data.nbytes // count
+            while data:  # one pwrite in practice
+                written = os.pwrite(file.fileno(), data, offset)
+                data, offset = data[written:], offset + written
+    whole = count == shard_rows
     hashes = {f: file_sha256(paths[f]) for f in FIELDS} if whole else None
     if first_row == 0:
         _fault_point("write", shard)  # tests: die after writing, before reporting (then redone)
@@ -1225,7 +1237,7 @@ def prepare(
                 written[shard].append(
                     _write_piece.remote(
                         str(tmp), shard, row, n, i == len(pieces) - 1, (doc, offset),
-                        token_refs[block:end], config.pack, n == shard_rows[shard],
+                        token_refs[block:end], config.pack, dtypes, shard_rows[shard],
                     )
                 )  # fmt: skip
             hashes: list[Any] = []
