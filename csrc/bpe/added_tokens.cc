@@ -81,6 +81,7 @@ AddedTokenSplitter::AddedTokenSplitter(std::vector<AddedToken> tokens) : tokens_
       throw std::invalid_argument("added token content '" + t.content + "' appears twice");
     }
     (t.normalized ? normalized_trie_ : raw_trie_).Insert(t.content, static_cast<uint32_t>(k));
+    all_special_ = all_special_ && t.special;
   }
 }
 
@@ -151,7 +152,11 @@ void AddedTokenSplitter::SplitPass(const AddedTokenTrie& trie, std::string_view 
 
 void AddedTokenSplitter::Split(std::string_view text, const SpecialPolicy& policy,
                                std::vector<Segment>* out) const {
-  if (raw_trie_.empty() && normalized_trie_.empty()) {
+  // Every added token special and none allowed or rejected (encode_ordinary): no token can
+  // make a segment of its own, so there is nothing to look for.
+  const bool inert = all_special_ && !policy.allow_all && policy.allowed.empty() &&
+                     !policy.reject_all && policy.rejected.empty();
+  if (inert || (raw_trie_.empty() && normalized_trie_.empty())) {
     if (!text.empty()) out->push_back({0, text.size(), -1});
     return;
   }

@@ -154,6 +154,7 @@ class AddedTokenSplitter {
   std::vector<AddedToken> tokens_;
   AddedTokenTrie raw_trie_;         // normalized == false
   AddedTokenTrie normalized_trie_;  // normalized == true
+  bool all_special_ = true;         // every token is special (or there are none)
 };
 
 }  // namespace codegen::bpe

@@ -118,6 +118,35 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
 void BpeModel::ResetPacked(EncodeScratch* scratch) const {
   scratch->packed.CopyFrom(packed_base_);
   scratch->packed_ready = true;
+  if (scratch->hot.empty()) {
+    scratch->hot.assign(size_t{1} << EncodeScratch::kHotBits, EncodeScratch::HotEntry{});
+  }
+}
+
+uint32_t* BpeModel::EncodeShortMiss(const char* p, const PackedPiece& key, uint64_t hash,
+                                    EncodeScratch* scratch, EncodeScratch::HotEntry* entry,
+                                    uint32_t* dst) const {
+  uint32_t* end;
+  if (key.len == 1) {
+    *dst = byte_ids_[static_cast<unsigned char>(p[0])];
+    end = dst + 1;
+  } else if (const PackedPieceMap::Slot* slot = scratch->packed.Find(key, hash)) {
+    const uint32_t count = slot->count();
+    const uint32_t* ids = scratch->packed.Ids(*slot);
+    for (uint32_t k = 0; k < count; ++k) dst[k] = ids[k];
+    end = dst + count;
+  } else {
+    end = EncodePackedMiss(p, key, hash, scratch, dst);
+  }
+  const auto count = static_cast<uint32_t>(end - dst);
+  if (count <= EncodeScratch::kHotIds) {
+    *entry = EncodeScratch::HotEntry{};
+    entry->w0 = key.w0;
+    entry->w1 = key.w1;
+    entry->meta = key.len | (count << 5);
+    for (uint32_t k = 0; k < count; ++k) entry->ids[k] = dst[k];
+  }
+  return end;
 }
 
 uint32_t* BpeModel::EncodePackedMiss(const char* p, const PackedPiece& key, uint64_t hash,
@@ -135,7 +164,17 @@ uint32_t* BpeModel::EncodePackedMiss(const char* p, const PackedPiece& key, uint
 uint32_t* BpeModel::EncodeLongTo(std::string_view piece, EncodeScratch* scratch,
                                  uint32_t* dst) const {
   if (!split_long_) return EncodeLongWhole(piece, scratch, dst);
-  return EncodeLongParts(piece, scratch, dst);
+  if (piece.size() > kMaxCachedPiece) return EncodeLongParts(piece, scratch, dst);
+  // Pieces of 17..256 bytes (deep indentation, long names, rules of '#') recur in code:
+  // cached whole, so the second time is one probe instead of BPE part by part.
+  const uint64_t hash = HashBytes(piece);
+  uint32_t count = 0;
+  if (const uint32_t* ids = scratch->cache.Find(piece, hash, &count)) {
+    return std::copy(ids, ids + count, dst);
+  }
+  uint32_t* end = EncodeLongParts(piece, scratch, dst);
+  scratch->cache.Insert(piece, hash, dst, static_cast<uint32_t>(end - dst));
+  return end;
 }
 
 uint32_t* BpeModel::EncodeLongParts(std::string_view piece, EncodeScratch* scratch,

@@ -10,6 +10,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <limits>
 #include <string>
 #include <string_view>
@@ -29,6 +30,19 @@ struct EncodeScratch {
   PackedPieceMap packed;
   bool packed_ready = false;
   PieceCache cache;  // longer pieces (9..kMaxCachedPiece bytes)
+  // The pieces of 1..16 bytes met most recently, direct-mapped by hash: 4096 entries of one
+  // cache line each (256 KB: stays in the core's L2, where the piece table, megabytes,
+  // does not), each with the piece's ids when it has at most kHotIds. A piece's ids never
+  // change, so entries are never invalidated, only replaced.
+  static constexpr uint32_t kHotIds = 11;
+  struct alignas(64) HotEntry {
+    uint64_t w0;
+    uint64_t w1;
+    uint32_t meta;  // 0: empty; else the piece's length (bits 0-4) | its id count << 5
+    uint32_t ids[kHotIds];
+  };
+  static constexpr unsigned kHotBits = 12;
+  std::vector<HotEntry> hot;
   std::vector<uint32_t> long_ids;  // ids of one long piece, before they are copied out
   std::vector<uint32_t> out_buf;   // Tokenizer: room for the ids of one text
   std::vector<uint32_t> batch_buf; // Tokenizer::EncodeBatchFlat: this worker's texts' ids
@@ -66,6 +80,20 @@ class BpeModel {
   // Makes scratch ready for EncodePieceTo (copies the packed table on first use).
   void Prepare(EncodeScratch* scratch) const {
     if (!scratch->packed_ready) ResetPacked(scratch);
+  }
+
+  // The ids of a piece of 1..16 bytes, written at dst (which has room for n + kHotIds - 1
+  // ids: kHotIds are stored whatever the count), by the hot cache, then the piece table, then BPE.
+  uint32_t* EncodeShortTo(const char* p, size_t n, bool overread_ok, EncodeScratch* scratch,
+                          uint32_t* dst) const {
+    const PackedPiece key = PackPiece(p, n, overread_ok);
+    const uint64_t h = HashPacked(key);
+    EncodeScratch::HotEntry& e = scratch->hot[h >> (64 - EncodeScratch::kHotBits)];
+    if (((e.w0 ^ key.w0) | (e.w1 ^ key.w1) | ((e.meta ^ key.len) & 0x1Fu)) == 0) {
+      std::memcpy(dst, e.ids, sizeof(e.ids));
+      return dst + (e.meta >> 5);
+    }
+    return EncodeShortMiss(p, key, h, scratch, &e, dst);
   }
 
   // The fast path, in two steps: Stage packs and hashes a piece, Resolve writes the ids of the piece at dst, which has room for its length in
@@ -145,6 +173,9 @@ class BpeModel {
   uint32_t* EncodePackedMiss(const char* p, const PackedPiece& key, uint64_t hash,
                              EncodeScratch* scratch, uint32_t* dst) const;
   void ResetPacked(EncodeScratch* scratch) const;  // packed = the base
+  uint32_t* EncodeShortMiss(const char* p, const PackedPiece& key, uint64_t hash,
+                            EncodeScratch* scratch, EncodeScratch::HotEntry* entry,
+                            uint32_t* dst) const;
   uint32_t* EncodeLongTo(std::string_view piece, EncodeScratch* scratch, uint32_t* dst) const;
   void MergeSmall(EncodeScratch* scratch) const;  // scratch->ids in, merged in place
   // BPE of n (2..16) bytes at p, written at dst; returns the end.

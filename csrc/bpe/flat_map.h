@@ -117,19 +117,30 @@ struct PackedPiece {
   uint32_t len;
 };
 
+// The masks that keep the first n (0..16) bytes of two little-endian words.
+struct PackMasks {
+  uint64_t lo[17];
+  uint64_t hi[17];
+};
+constexpr PackMasks MakePackMasks() {
+  PackMasks m{};
+  for (unsigned n = 0; n <= 16; ++n) {
+    m.lo[n] = n >= 8 ? ~uint64_t{0} : (uint64_t{1} << (8 * n)) - 1;
+    m.hi[n] = n <= 8 ? 0 : n >= 16 ? ~uint64_t{0} : (uint64_t{1} << (8 * (n - 8))) - 1;
+  }
+  return m;
+}
+inline constexpr PackMasks kPackMasks = MakePackMasks();
+
 // `overread_ok`: the 16 bytes at p are readable (the piece is not near the very end of its
-// buffer), so two loads and a mask do it; otherwise byte by byte.
+// buffer), so two loads and two masks do it, with no branch on n; otherwise byte by byte.
 inline PackedPiece PackPiece(const char* p, size_t n, bool overread_ok) {
   PackedPiece k{0, 0, static_cast<uint32_t>(n)};
   if (overread_ok) {
     std::memcpy(&k.w0, p, 8);
     std::memcpy(&k.w1, p + 8, 8);
-    if (n < 8) {
-      k.w0 &= (uint64_t{1} << (8 * n)) - 1;
-      k.w1 = 0;
-    } else if (n < 16) {
-      k.w1 &= (uint64_t{1} << (8 * (n - 8))) - 1;
-    }
+    k.w0 &= kPackMasks.lo[n];
+    k.w1 &= kPackMasks.hi[n];
     return k;
   }
   for (size_t j = 0; j < n; ++j) {

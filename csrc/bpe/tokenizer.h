@@ -8,6 +8,7 @@
 #define CODEGEN_BPE_TOKENIZER_H_
 
 #include <cstdint>
+#include <cstdlib>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -70,8 +71,11 @@ class Tokenizer {
   // EncodeBatch as one flat array: the ids of text i are ids[offsets[i], offsets[i + 1]).
   // No vector per text: each worker appends to a buffer it keeps between calls, and the
   // parts are copied once into the result.
+  struct FreeIds {
+    void operator()(uint32_t* p) const { std::free(p); }
+  };
   struct FlatIds {
-    std::unique_ptr<uint32_t[]> ids;
+    std::unique_ptr<uint32_t[], FreeIds> ids;  // malloc'd (std::free releases it)
     size_t total = 0;
     std::vector<int64_t> offsets;  // texts.size() + 1
   };
