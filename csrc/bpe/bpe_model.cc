@@ -154,11 +154,27 @@ uint32_t* BpeModel::EncodePackedMiss(const char* p, const PackedPiece& key, uint
   static_assert(PackedPieceMap::kMaxLen <= kSmallPiece, "packed pieces take the small loop");
   uint32_t* end = MergeTiny(p, key.len, dst);
   const auto count = static_cast<uint32_t>(end - dst);
+  if (scratch->track_learned) {
+    scratch->learned.push_back({key, hash, static_cast<uint32_t>(scratch->learned_ids.size()),
+                                count});
+    scratch->learned_ids.insert(scratch->learned_ids.end(), dst, end);
+  }
   if (scratch->packed.Insert(key, hash, dst, count) == nullptr) {
     ResetPacked(scratch);  // full: back to the whole tokens
     scratch->packed.Insert(key, hash, dst, count);
   }
   return end;
+}
+
+void BpeModel::Adopt(const EncodeScratch& from, EncodeScratch* scratch) const {
+  Prepare(scratch);
+  for (const EncodeScratch::LearnedPiece& piece : from.learned) {
+    if (scratch->packed.Find(piece.key, piece.hash) != nullptr) continue;
+    if (scratch->packed.Insert(piece.key, piece.hash, from.learned_ids.data() + piece.offset,
+                               piece.count) == nullptr) {
+      return;  // full: the rest is left to BPE when met
+    }
+  }
 }
 
 uint32_t* BpeModel::EncodeLongTo(std::string_view piece, EncodeScratch* scratch,

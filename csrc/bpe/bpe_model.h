@@ -43,6 +43,17 @@ struct EncodeScratch {
   };
   static constexpr unsigned kHotBits = 12;
   std::vector<HotEntry> hot;
+  // Batches: the short pieces this scratch's table learned (by BPE) during the current
+  // batch, so the other workers' tables can take them in afterwards (BpeModel::Adopt).
+  struct LearnedPiece {
+    PackedPiece key;
+    uint64_t hash;
+    uint32_t offset;  // of its ids in learned_ids
+    uint32_t count;
+  };
+  bool track_learned = false;
+  std::vector<LearnedPiece> learned;
+  std::vector<uint32_t> learned_ids;
   std::vector<uint32_t> long_ids;  // ids of one long piece, before they are copied out
   std::vector<uint32_t> out_buf;   // Tokenizer: room for the ids of one text
   std::vector<uint32_t> batch_buf; // Tokenizer::EncodeBatchFlat: this worker's texts' ids
@@ -76,6 +87,11 @@ class BpeModel {
   // Appends the ids of one piece (raw bytes, non-empty) to *out. Throws
   // std::invalid_argument for a piece longer than kMaxPieceBytes.
   void EncodePiece(std::string_view piece, EncodeScratch* scratch, std::vector<uint32_t>* out) const;
+
+  // Adds to scratch's piece table the pieces `from` learned (its `learned` list) that the
+  // table lacks, as long as it has room. Both tables map pieces to their exact ids, so this
+  // only saves scratch's thread the BPE of pieces another thread has already done.
+  void Adopt(const EncodeScratch& from, EncodeScratch* scratch) const;
 
   // Makes scratch ready for EncodePieceTo (copies the packed table on first use).
   void Prepare(EncodeScratch* scratch) const {

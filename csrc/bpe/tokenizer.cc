@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <exception>
 #include <mutex>
@@ -331,17 +332,32 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
   std::vector<uint32_t> worker_of(texts.size());
   std::vector<size_t> start_of(texts.size());
   std::vector<std::unique_ptr<ScratchLease>> leases(workers);
+  for (auto& lease : leases) lease = std::make_unique<ScratchLease>(*this);
+  // Two phases with a barrier between them: every worker encodes texts as it takes them;
+  // the last one to finish sums the counts into offsets and allocates the result; then
+  // every worker copies its own texts' ids there (the copy and the page faults of fresh
+  // memory shared out, not left to one thread) and takes into its piece table the pieces
+  // the other workers learned, so that each table knows every piece of the batch when the
+  // next one comes (whatever texts the worker gets then).
+  std::mutex barrier_mutex;
+  std::condition_variable barrier;
+  size_t arrived = 0;
+  bool ready = false;
+  bool failed = false;
   std::atomic<size_t> next{0};
   RunWorkers(
       workers,
       [&](size_t w) {
-        leases[w] = std::make_unique<ScratchLease>(*this);
         EncodeScratch* scratch = leases[w]->get();
+        scratch->track_learned = workers > 1;
+        scratch->learned.clear();
+        scratch->learned_ids.clear();
         // The ids go straight into this worker's buffer (kept, with its size, across calls:
         // `used` is how much of it this call filled), not through the one-text buffer.
         std::vector<uint32_t>& buf = scratch->batch_buf;
         size_t used = 0;
         std::vector<Segment> segments;
+        std::vector<size_t> mine;
         for (size_t k = next.fetch_add(1); k < texts.size(); k = next.fetch_add(1)) {
           const size_t i = order[k];
           try {
@@ -352,19 +368,43 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
             start_of[i] = used;
             flat.offsets[i + 1] = static_cast<int64_t>(count);
             used += count;
+            mine.push_back(i);
           } catch (const std::invalid_argument& e) {
             throw std::invalid_argument("texts[" + std::to_string(i) + "]: " + e.what());
           }
         }
+        scratch->track_learned = false;
+        {
+          std::unique_lock<std::mutex> lock(barrier_mutex);
+          if (++arrived == workers) {
+            for (size_t i = 0; i < texts.size(); ++i) flat.offsets[i + 1] += flat.offsets[i];
+            flat.total = static_cast<size_t>(flat.offsets.back());
+            flat.ids.reset(AllocateIds(flat.total));
+            ready = true;
+            barrier.notify_all();
+          } else {
+            barrier.wait(lock, [&] { return ready || failed; });
+            if (failed) return;
+          }
+        }
+        for (const size_t i : mine) {
+          const auto count = static_cast<size_t>(flat.offsets[i + 1] - flat.offsets[i]);
+          std::memcpy(flat.ids.get() + flat.offsets[i], buf.data() + start_of[i],
+                      count * sizeof(uint32_t));
+        }
+        for (size_t other = 0; other < workers; ++other) {
+          if (other != w) model_.Adopt(*leases[other]->get(), scratch);
+        }
       },
-      [&] { next.store(texts.size()); });
-  for (size_t i = 0; i < texts.size(); ++i) flat.offsets[i + 1] += flat.offsets[i];
-  flat.total = static_cast<size_t>(flat.offsets.back());
-  flat.ids.reset(AllocateIds(flat.total));
-  for (size_t i = 0; i < texts.size(); ++i) {
-    const uint32_t* src = leases[worker_of[i]]->get()->batch_buf.data() + start_of[i];
-    const auto count = static_cast<size_t>(flat.offsets[i + 1] - flat.offsets[i]);
-    std::memcpy(flat.ids.get() + flat.offsets[i], src, count * sizeof(uint32_t));
+      [&] {
+        next.store(texts.size());
+        std::lock_guard<std::mutex> lock(barrier_mutex);
+        failed = true;
+        barrier.notify_all();
+      });
+  for (auto& lease : leases) {
+    lease->get()->learned.clear();
+    lease->get()->learned_ids.clear();
   }
   return flat;
 }

@@ -1,9 +1,12 @@
-"""The native binding itself: the views it keeps while the GIL is released stay valid."""
+"""The native binding itself: the views it keeps while the GIL is released stay valid, and
+the flat batch (workers, a copy barrier) gives encode()'s ids or the first error."""
 
 from __future__ import annotations
 
 import threading
 import time
+
+import pytest
 
 from codegen_core.tokenizer.core import Tokenizer
 
@@ -50,3 +53,17 @@ def test_encode_batch_flat_equals_encode_for_any_thread_count() -> None:
         assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(texts))] == expected
     ids, offsets = tok.encode_batch_flat([])
     assert ids.tolist() == [] and offsets.tolist() == [0]
+
+
+def test_encode_batch_flat_error_in_one_worker_raises_and_the_tokenizer_goes_on() -> None:
+    """A text that fails in one worker (a disallowed special token) stops the batch with the
+    text's index while the other workers wait at the copy barrier; later batches work."""
+    tok = Tokenizer.codegen()
+    texts = [f"def f{i}(x):\n    return x + {i}\n" * (20 + i) for i in range(30)]
+    bad = [*texts[:17], "a<|endoftext|>b", *texts[18:]]
+    expected = [tok.encode(t) for t in texts]
+    for threads in (2, 4):
+        with pytest.raises(ValueError, match=r"texts\[17\]"):
+            tok.encode_batch_flat(bad, num_threads=threads)
+        ids, offsets = tok.encode_batch_flat(texts, num_threads=threads)
+        assert [ids[offsets[i] : offsets[i + 1]].tolist() for i in range(len(texts))] == expected
