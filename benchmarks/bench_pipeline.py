@@ -12,9 +12,10 @@ Ray start-up time, which is reported separately and not included in the pipeline
 cluster Ray is already running). It also checks that every run wrote the same manifest.
 
 Run: ``pytest benchmarks/bench_pipeline.py -s``; only the engines:
-``pytest benchmarks/bench_pipeline.py -s -k engines`` (about 2-3 minutes on 2 cores;
-``BENCH_PIPELINE_ROUNDS`` (default 3) rounds; ``BENCH_PIPELINE_SITE_PACKAGES=1`` adds the
-interpreter's site-packages to the standard library, ~5x the input).
+``pytest benchmarks/bench_pipeline.py -s -k engines`` (about 1.5 minutes on 2 cores, quiet;
+``BENCH_PIPELINE_ROUNDS`` (default 5) rounds; ``BENCH_PIPELINE_SITE_PACKAGES=1`` adds the
+interpreter's site-packages to the standard library, ~5x the input, ~3 minutes). The stage
+timings printed are the medians over the rounds, per stage.
 """
 
 from __future__ import annotations
@@ -137,12 +138,14 @@ def _child(engine: str, workers: int, out: str) -> None:
 
 def test_engines_local_vs_ray(tmp_path: Path) -> None:
     pytest.importorskip("ray", reason="the ray extra is not installed")
-    rounds = int(os.environ.get("BENCH_PIPELINE_ROUNDS", "3"))
+    rounds = int(os.environ.get("BENCH_PIPELINE_ROUNDS", "5"))
     configs = [("local", 1), ("ray", 1), ("ray", 2)]
     results: dict[tuple[str, int], list[dict]] = {c: [] for c in configs}
     manifests = set()
     load_before = os.getloadavg()
+    loads = []
     for r in range(rounds):
+        loads.append(os.getloadavg()[0])
         order = configs[r % 3 :] + configs[: r % 3]  # alternate who runs first
         for engine, workers in order:
             out = tmp_path / f"{engine}{workers}-{r}"
@@ -160,7 +163,10 @@ def test_engines_local_vs_ray(tmp_path: Path) -> None:
     mb = results[configs[0]][0]["mb"]
     local = statistics.median(x["wall"] for x in results[("local", 1)])
     print(f"\ninput after filters: {mb:.1f} MB; {rounds} rounds; medians")
-    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min)")
+    print(
+        f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (1 min); "
+        f"at each round's start: {', '.join(f'{x:.2f}' for x in loads)}"
+    )
     print(
         f"{'engine':<10}{'wall s':>8}{'MB/s':>8}{'vs local':>10}{'driver RSS':>12}{'ray init':>10}"
         f"{'vs local incl. init':>21}"
@@ -177,9 +183,10 @@ def test_engines_local_vs_ray(tmp_path: Path) -> None:
     _record_engines(results, mb, load_before[0])
     for (engine, workers), runs in results.items():
         if engine == "ray":
-            stages = runs[len(runs) // 2]["stages"]
+            names = list(runs[0]["stages"])
+            stages = {k: statistics.median(x["stages"].get(k, 0.0) for x in runs) for k in names}
             shown = ", ".join(f"{k} {v:.2f}" for k, v in stages.items())
-            print(f"ray x{workers} stages (s): {shown}")
+            print(f"ray x{workers} stages (s, medians): {shown}")
 
 
 def _record_engines(results: dict[tuple[str, int], list[dict]], mb: float, load: float) -> None:

@@ -258,10 +258,12 @@ def test_driver_listing_spells_paths_as_the_local_walk(
     assert list(ray_engine._walk_names(start, exclude)) == want
 
 
+@pytest.mark.parametrize("piece", [0, 2])
 @pytest.mark.parametrize("final", ["pad", "drop"])
-def test_pack_plan_replays_the_packer(final: str) -> None:
-    """The driver's length-only replay gives the Packer's statistics and, for every shard,
-    the (block, document, offset) its first sequence starts at."""
+def test_pack_plan_replays_the_packer(final: str, piece: int) -> None:
+    """The driver's length-only replay gives the Packer's statistics and, for every shard
+    (or piece of ``piece`` rows of a shard), the (block, document, offset) its first
+    sequence starts at."""
     import numpy as np  # noqa: PLC0415
 
     from codegen_core.data.pack import PackConfig, Packer  # noqa: PLC0415
@@ -269,7 +271,7 @@ def test_pack_plan_replays_the_packer(final: str) -> None:
     rng = np.random.default_rng(0)
     config = PackConfig(seq_len=64, min_tail=8, eos_id=0, pad_id=0, final=final)
     blocks = [rng.integers(0, 150, size=int(rng.integers(0, 30))) for _ in range(12)]
-    plan = ray_engine._PackPlan(config, sequences_per_shard=3)
+    plan = ray_engine._PackPlan(config, sequences_per_shard=3, rows_per_piece=piece)
     packer = Packer(config)
     where, seqs = [], []  # where[g] = (block, doc, length) of document g
     for b, lengths in enumerate(blocks):
@@ -299,4 +301,18 @@ def test_pack_plan_replays_the_packer(final: str) -> None:
     )
     assert plan.padding == stats.padding and stats.sequences == len(seqs) > 20
     assert plan.num_shards == -(-len(seqs) // 3)
-    assert plan.starts[: plan.num_shards] == firsts[::3]
+    pieces = list(plan.pieces())
+    if piece:  # pieces start at rows 0 and 2 of every shard of 3
+        want = [i for i in range(len(seqs)) if i % 3 in (0, 2)]
+        assert [3 * shard + row for shard, row, _, _ in pieces] == want
+        assert [n for _, row, n, _ in pieces] == [
+            min(2 if row == 0 else 1, len(seqs) - (3 * shard + row)) for shard, row, _, _ in pieces
+        ]
+    else:
+        want = list(range(0, len(seqs), 3))
+        assert plan.starts[: plan.num_shards] == firsts[::3]
+    # A sequence that starts with an EOS (0) may start at an empty document or at the EOS
+    # of the document before: ``firsts`` cannot tell which, so those are left out here.
+    clear = [k for k, i in enumerate(want) if int(seqs[i].tokens[0]) != 0]
+    assert len(clear) > len(want) // 2
+    assert [pieces[k][3] for k in clear] == [firsts[want[k]] for k in clear]

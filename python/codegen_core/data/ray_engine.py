@@ -94,11 +94,11 @@ MAX_RETRIES = 3
 PIECES_PER_WORKER = 2  # shard-writing tasks per worker, for an input of few shards
 BLOCKS_PER_WORKER = 4  # blocks (scan and finalize tasks) per worker
 FILE_COST = 4096  # a file's fixed cost (open, stat, a task's per-document work) in bytes
-MIN_PIECE_ROWS = 256
+MIN_PIECE_ROWS = 256  # no smaller pieces (a task's fixed cost is ~10 ms)
 # Up to this many duplicate pairs, connected components run as one union-find task (their
-# star edges, ~32 B a pair, <= 32 MB); past it, as label propagation over node partitions,
-# so no node ever holds all the edges of a big corpus.
-COMPONENTS_ON_ONE_TASK = 1 << 20  # no smaller pieces (a task's fixed cost is ~10 ms)
+# star edges, 32 B a pair at most: <= 32 MB); past it, as label propagation over node
+# partitions, so no node ever holds all the edges of a big corpus.
+COMPONENTS_ON_ONE_TASK = 1 << 20
 LENGTHS_PER_GET = 64  # blocks of document lengths the driver fetches at once
 _LINE_BITS = 32  # id = file index << 32 | JSONL line number (0 for a whole file)
 _MIX = np.uint64(0x9E3779B97F4A7C15)
