@@ -695,6 +695,15 @@ def _pack_rows(
     return row
 
 
+def _create_npy(path: Path, dtype: np.dtype, shape: tuple[int, int]) -> None:
+    """An ``.npy`` file with ``np.save``'s header for this array, at full size (zeros,
+    sparse): the shard pieces write their rows into it."""
+    header = {"descr": np.lib.format.dtype_to_descr(dtype), "fortran_order": False, "shape": shape}
+    with path.open("wb") as file:
+        np.lib.format.write_array_header_1_0(file, header)
+        file.truncate(file.tell() + dtype.itemsize * shape[0] * shape[1])
+
+
 def _shard_paths(out_dir: str, shard: int) -> dict[str, Path]:
     return {f: Path(out_dir) / f"{shard_name(shard)}.{f}.npy" for f in FIELDS}
 
@@ -947,12 +956,16 @@ def _run(
         blocks = [indexed[s : s + per_block] for s in range(0, max(len(files), 1), per_block)]
     else:
         blocks = _blocks_by_size(indexed, config, BLOCKS_PER_WORKER * workers)
-    starts = np.asarray([b[0][0] if b else 0 for b in blocks], dtype=np.int64)
     nb = len(blocks)
+    # What many tasks take goes into the object store once: a task argument that is an
+    # object ref is sent as the ref (the driver pickled the block tables' refs once per
+    # finalize task before: blocks^2 refs, ~1 s of the driver's CPU at 76 blocks).
+    starts = ray.put(np.asarray([b[0][0] if b else 0 for b in blocks], dtype=np.int64))
+    shared_config = ray.put(config)
     st.mark("list")
 
     scanned = [
-        _refs(_scan_block.options(num_returns=3 + parts).remote(i, b, config, parts))
+        _refs(_scan_block.options(num_returns=3 + parts).remote(i, b, shared_config, parts))
         for i, b in enumerate(blocks)
     ]
     exact = [
@@ -972,7 +985,8 @@ def _run(
     # Objects live while a pending task or the driver refers to them: the driver keeps only
     # what it reads (one small object per task, for progress) once the consumers exist.
     scan_done = [s[0] for s in scanned]
-    tables = [s[1] for s in scanned]
+    tables = ray.put([s[1] for s in scanned])  # the refs of every block's table
+    block_tables = [s[1] for s in scanned]
     exact_done = [e[0] for e in exact]
     survivors = [m[0] for m in mapped]
     buckets = [m[1:] for m in mapped]
@@ -1003,12 +1017,18 @@ def _run(
     final = [
         _refs(
             _finalize.options(num_returns=3).remote(
-                config, tokenize, tables[b], survivors[b], tables, starts, *near_by_block[b]
+                shared_config,
+                tokenize,
+                block_tables[b],
+                survivors[b],
+                tables,
+                starts,
+                *near_by_block[b],
             )
         )
         for b in range(nb)
     ]
-    del survivors, near_by_block
+    del survivors, near_by_block, block_tables
     near_result = near_report() if near_report is not None else {"enabled": False}
     st.wait("finalize+tokenize" if tokenize else "finalize", [f[0] for f in final])
 
@@ -1044,8 +1064,8 @@ def _components(
     parts: int,
     nb: int,
     edges: list[list[Any]],
-    tables: list[Any],
-    starts: np.ndarray,
+    tables: Any,  # object ref: the list of every block table's ref
+    starts: Any,  # object ref: the first file index of every block
 ) -> tuple[list[Any], list[list[Any]], list[Any], dict[int, str]]:
     """Connected components by min-label propagation over node partitions, one task wave
     per round until no label changes; returns the cluster stats per root partition, the
@@ -1084,8 +1104,8 @@ def _submit_lsh(
     *,
     parts: int,
     buckets: list[list[Any]],
-    tables: list[Any],
-    starts: np.ndarray,
+    tables: Any,  # object ref: the list of every block table's ref
+    starts: Any,  # object ref: the first file index of every block
 ) -> tuple[list[Any], list[list[Any]]]:
     """Submit the LSH bucket and verify stages; returns one object per bucket task (for
     progress) and the verify tasks' results (counts, then edges by node partition)."""
@@ -1115,8 +1135,8 @@ def _near(
     parts: int,
     nb: int,
     verified: list[list[Any]],
-    tables: list[Any],
-    starts: np.ndarray,
+    tables: Any,  # object ref: the list of every block table's ref
+    starts: Any,  # object ref: the first file index of every block
     st: _Stages,
 ) -> tuple[list[list[Any]], Callable[[], dict[str, Any]]]:
     """Wait for verify, submit connected components; returns the removed (node, root)
@@ -1228,7 +1248,7 @@ def prepare(
                 for f, path in _shard_paths(str(tmp), k).items():
                     dtype = dtypes[0] if f == "tokens" else dtypes[1]
                     shape = (n, config.pack.seq_len)
-                    np.lib.format.open_memmap(path, mode="w+", dtype=dtype, shape=shape).flush()
+                    _create_npy(path, np.dtype(dtype), shape)
             pieces = list(plan.pieces())
             written: list[list[Any]] = [[] for _ in shard_rows]
             for i, (shard, row, n, (block, doc, offset)) in enumerate(pieces):
