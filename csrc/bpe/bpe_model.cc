@@ -87,6 +87,12 @@ BpeModel::BpeModel(const std::vector<std::pair<std::string, uint32_t>>& vocab,
     }
   }
   split_long_ = !ignore_merges;
+  byte_pair_rank_.resize(size_t{1} << 16);
+  for (unsigned a = 0; a < 256; ++a) {
+    for (unsigned b = 0; b < 256; ++b) {
+      byte_pair_rank_[(a << 8) | b] = FindRank(byte_ids_[a], byte_ids_[b]);
+    }
+  }
 
   EncodeScratch scratch;
   std::vector<uint32_t> out;
@@ -121,6 +127,37 @@ void BpeModel::ResetPacked(EncodeScratch* scratch) const {
   if (scratch->hot.empty()) {
     scratch->hot.assign(size_t{1} << EncodeScratch::kHotBits, EncodeScratch::HotEntry{});
   }
+}
+
+uint32_t* BpeModel::EncodePieces(const char* base, const size_t* begins, const size_t* ends,
+                                 size_t count, const char* buffer_end, EncodeScratch* scratch,
+                                 uint32_t* dst) const {
+  PackedPiece keys[kMaxBatch];
+  uint64_t hashes[kMaxBatch];
+  count = std::min(count, kMaxBatch);
+  for (size_t k = 0; k < count; ++k) {
+    const size_t n = ends[k] - begins[k];
+    if (n > PackedPieceMap::kMaxLen) continue;
+    const char* p = base + begins[k];
+    keys[k] = PackPiece(p, n, buffer_end - p >= 16);
+    hashes[k] = HashPacked(keys[k]);
+    // No branch on the outcome (a miss is too rare to predict and too common to ignore):
+    // the address prefetched is the slot's on a miss, the hot entry's own on a hit.
+    const EncodeScratch::HotEntry* e = HotEntryOf(scratch, hashes[k]);
+    const bool hit = n == 1 || HotHolds(*e, keys[k]);
+    const void* slot = scratch->packed.SlotAddress(hashes[k]);
+    __builtin_prefetch(hit ? static_cast<const void*>(e) : slot);
+  }
+  for (size_t k = 0; k < count; ++k) {
+    const size_t n = ends[k] - begins[k];
+    const char* p = base + begins[k];
+    if (n > PackedPieceMap::kMaxLen) {
+      dst = EncodePieceTo(p, n, buffer_end - p >= 16, scratch, dst);
+    } else {
+      dst = EncodeShortHashed(p, keys[k], hashes[k], scratch, dst);
+    }
+  }
+  return dst;
 }
 
 uint32_t* BpeModel::EncodeShortMiss(const char* p, const PackedPiece& key, uint64_t hash,
@@ -204,10 +241,11 @@ uint32_t* BpeModel::EncodeLongParts(std::string_view piece, EncodeScratch* scrat
     } else if (len == 1) {
       *dst++ = byte_ids_[static_cast<unsigned char>(p[begin])];
     } else {
-      // Parts are short (random letters: 2.3 bytes on average) and seldom repeat: plain BPE
-      // on the stack costs less than a probe of the piece table (a likely cache miss), and
-      // adding them there would fill it and force resets (a 3 MB copy each).
-      dst = MergeTiny(p + begin, len, dst);
+      // Parts are short (random letters: 2.3 bytes on average): the hot cache (in L2)
+      // answers the ones that recur, plain BPE on the stack the others. Not the piece
+      // table: a probe there is a likely cache miss, and so many distinct parts would fill
+      // it and force resets (a 3 MB copy each).
+      dst = EncodePartTo(p + begin, len, begin + 16 <= n, scratch, dst);
     }
   };
   size_t start = 0;
@@ -220,6 +258,26 @@ uint32_t* BpeModel::EncodeLongParts(std::string_view piece, EncodeScratch* scrat
   if (start == 0) return EncodeLongWhole(piece, scratch, dst);
   part(start, n);
   return dst;
+}
+
+uint32_t* BpeModel::EncodePartTo(const char* p, size_t n, bool overread_ok,
+                                 EncodeScratch* scratch, uint32_t* dst) const {
+  if (scratch->hot.empty()) return MergeTiny(p, n, dst);
+  const PackedPiece key = PackPiece(p, n, overread_ok);
+  EncodeScratch::HotEntry& e = *HotEntryOf(scratch, HashPacked(key));
+  if (HotHolds(e, key)) {
+    std::memcpy(dst, e.ids, sizeof(e.ids));
+    return dst + (e.meta >> 5);
+  }
+  uint32_t* end = MergeTiny(p, n, dst);
+  const auto count = static_cast<uint32_t>(end - dst);
+  if (count > EncodeScratch::kHotIds) return end;
+  e = EncodeScratch::HotEntry{};
+  e.w0 = key.w0;
+  e.w1 = key.w1;
+  e.meta = key.len | (count << 5);
+  std::copy(dst, end, e.ids);
+  return end;
 }
 
 uint32_t* BpeModel::EncodeLongWhole(std::string_view piece, EncodeScratch* scratch,
@@ -236,7 +294,9 @@ uint32_t* BpeModel::MergeTiny(const char* p, size_t n, uint32_t* dst) const {
   uint32_t ids[PackedPieceMap::kMaxLen];
   uint32_t ranks[PackedPieceMap::kMaxLen];
   for (size_t k = 0; k < n; ++k) ids[k] = byte_ids_[static_cast<unsigned char>(p[k])];
-  for (size_t k = 0; k + 1 < n; ++k) ranks[k] = FindRank(ids[k], ids[k + 1]);
+  for (size_t k = 0; k + 1 < n; ++k) {
+    ranks[k] = ByteRank(static_cast<unsigned char>(p[k]), static_cast<unsigned char>(p[k + 1]));
+  }
   ranks[n - 1] = kNoRank;
   while (n > 1) {
     size_t best = 0;
@@ -317,7 +377,8 @@ void BpeModel::InitSymbols(std::string_view piece, std::vector<EncodeScratch::Sy
               k + 1 < n ? static_cast<int32_t>(k + 1) : -1, kNoRank};
   }
   for (size_t k = 0; k + 1 < n; ++k) {
-    const uint32_t rank = FindRank(sym[k].id, sym[k + 1].id);
+    const uint32_t rank =
+        ByteRank(static_cast<unsigned char>(piece[k]), static_cast<unsigned char>(piece[k + 1]));
     sym[k].rank = rank;
     if (rank != kNoRank) on_pair(rank, k);
   }

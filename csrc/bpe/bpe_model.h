@@ -98,19 +98,44 @@ class BpeModel {
     if (!scratch->packed_ready) ResetPacked(scratch);
   }
 
+  // The ids of up to kMaxBatch pieces (piece k: [begins[k], ends[k]) from base, in memory
+  // readable up to buffer_end), written in order at dst; returns the end. Two passes: the
+  // first hashes every short piece, reads its hot-cache entry and, where that misses, starts
+  // the load of its piece-table slot; the second writes the ids (checking the hot entry
+  // again: an earlier piece's miss may have replaced it), by then with the slots the misses
+  // need on their way from memory instead of waited for one after another.
+  static constexpr size_t kMaxBatch = 128;
+  uint32_t* EncodePieces(const char* base, const size_t* begins, const size_t* ends,
+                         size_t count, const char* buffer_end, EncodeScratch* scratch,
+                         uint32_t* dst) const;
+
   // The ids of a piece of 1..16 bytes, written at dst (which has room for n + kHotIds - 1
   // ids: kHotIds are stored whatever the count), by the hot cache, then the piece table, then BPE.
   uint32_t* EncodeShortTo(const char* p, size_t n, bool overread_ok, EncodeScratch* scratch,
                           uint32_t* dst) const {
     const PackedPiece key = PackPiece(p, n, overread_ok);
     const uint64_t h = HashPacked(key);
-    EncodeScratch::HotEntry& e = scratch->hot[h >> (64 - EncodeScratch::kHotBits)];
-    if (((e.w0 ^ key.w0) | (e.w1 ^ key.w1) | ((e.meta ^ key.len) & 0x1Fu)) == 0) {
+    return EncodeShortHashed(p, key, h, scratch, dst);
+  }
+
+ private:
+  static EncodeScratch::HotEntry* HotEntryOf(EncodeScratch* scratch, uint64_t h) {
+    return &scratch->hot[h >> (64 - EncodeScratch::kHotBits)];
+  }
+  static bool HotHolds(const EncodeScratch::HotEntry& e, const PackedPiece& key) {
+    return ((e.w0 ^ key.w0) | (e.w1 ^ key.w1) | ((e.meta ^ key.len) & 0x1Fu)) == 0;
+  }
+  uint32_t* EncodeShortHashed(const char* p, const PackedPiece& key, uint64_t h,
+                              EncodeScratch* scratch, uint32_t* dst) const {
+    EncodeScratch::HotEntry& e = *HotEntryOf(scratch, h);
+    if (HotHolds(e, key)) {
       std::memcpy(dst, e.ids, sizeof(e.ids));
       return dst + (e.meta >> 5);
     }
     return EncodeShortMiss(p, key, h, scratch, &e, dst);
   }
+
+ public:
 
   // The fast path, in two steps: Stage packs and hashes a piece, Resolve writes the ids of the piece at dst, which has room for its length in
   // ids, and returns the end of what it wrote: the ids of EncodePiece (and of
@@ -183,6 +208,11 @@ class BpeModel {
     return rank != nullptr ? *rank : kNoRank;
   }
   uint32_t MergedId(uint32_t rank) const { return merged_id_[rank]; }
+  // FindRank of the tokens of two single bytes, from a direct table (256 KB; the pairs a
+  // text uses stay cached, where the merge table's probes are scattered over 1 MB).
+  uint32_t ByteRank(unsigned char a, unsigned char b) const {
+    return byte_pair_rank_[(static_cast<size_t>(a) << 8) | b];
+  }
   static void CheckPieceSize(std::string_view piece);  // throws above kMaxPieceBytes
   // EncodePieceTo's slow paths: a short piece the table lacks (BPE, then cached), and a
   // piece of more than 16 bytes (EncodePiece's caches).
@@ -219,6 +249,9 @@ class BpeModel {
   // Resolve's short path or EncodeLongTo's caches.
   uint32_t* EncodeLongParts(std::string_view piece, EncodeScratch* scratch, uint32_t* dst) const;
   uint32_t* EncodeLongWhole(std::string_view piece, EncodeScratch* scratch, uint32_t* dst) const;
+  // One part (2..16 bytes) of a cut long piece: the hot cache, else BPE (then cached hot).
+  uint32_t* EncodePartTo(const char* p, size_t n, bool overread_ok, EncodeScratch* scratch,
+                         uint32_t* dst) const;
   bool Joinable(unsigned char a, unsigned char b) const {
     const unsigned k = (static_cast<unsigned>(a) << 8) | b;
     return (joinable_[k >> 6] >> (k & 63)) & 1u;
@@ -240,6 +273,7 @@ class BpeModel {
   FlatU32Map merges32_;           // (left << 16 | right) -> rank, when compact_merges_
   FlatU64Map<uint32_t> merges_;   // (left << 32 | right) -> rank, otherwise
   std::vector<uint32_t> merged_id_;  // rank -> the id the merge makes
+  std::vector<uint32_t> byte_pair_rank_;  // (a << 8 | b) -> ByteRank(a, b)
   size_t num_merges_ = 0;
   bool ignore_merges_ = false;
   // Pieces whose BPE is one token: every vocabulary token for which that holds (or, with

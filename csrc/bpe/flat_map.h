@@ -197,6 +197,9 @@ class PackedPieceMap {
     }
   }
 
+  // The slot a probe for hash h reads first (to prefetch).
+  const void* SlotAddress(uint64_t h) const { return slots_.data() + (h >> shift_); }
+
   const uint32_t* Ids(const Slot& s) const {
     return s.count() == 1 ? &s.value : values_.data() + s.value;
   }

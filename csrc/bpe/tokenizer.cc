@@ -169,23 +169,14 @@ uint32_t* Tokenizer::EncodeOrdinary(std::string_view text, const char* buffer_en
     return std::copy(ids.begin(), ids.end(), dst);
   }
   const char* base = text.data();
-  // The pieces are collected a chunk at a time and then encoded in one tight loop: the
-  // table probes of neighbouring pieces overlap instead of waiting behind the scanner's
-  // branches.
-  constexpr size_t kChunk = 128;
+  // The pieces are collected a chunk at a time and then encoded together (EncodePieces:
+  // the table probes of a chunk's pieces overlap instead of waiting behind each other).
+  constexpr size_t kChunk = BpeModel::kMaxBatch;
   size_t begins[kChunk];
   size_t ends[kChunk];
   size_t count = 0;
   auto flush = [&] {
-    for (size_t k = 0; k < count; ++k) {
-      const char* p = base + begins[k];
-      const size_t n = ends[k] - begins[k];
-      if (n <= PackedPieceMap::kMaxLen) {
-        dst = model_.EncodeShortTo(p, n, buffer_end - p >= 16, scratch, dst);
-      } else {
-        dst = model_.EncodePieceTo(p, n, buffer_end - p >= 16, scratch, dst);
-      }
-    }
+    dst = model_.EncodePieces(base, begins, ends, count, buffer_end, scratch, dst);
     count = 0;
   };
   SplitGpt2(
