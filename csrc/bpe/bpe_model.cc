@@ -448,6 +448,8 @@ bool BpeModel::MergeByRank(std::string_view piece, EncodeScratch* scratch,
   // A pair created at or below the rank being processed breaks monotonicity: return false.
   auto& bucket_of = scratch->bucket_of_rank;  // rank -> index into buckets, or -1
   auto& buckets = scratch->buckets;
+  auto& unsorted = scratch->bucket_unsorted;  // per bucket: a position came out of order
+  unsorted.resize(buckets.size());
   auto& ranks = scratch->rank_heap;  // min-heap of ranks with a bucket
   if (bucket_of.size() != num_merges_) bucket_of.assign(num_merges_, -1);
   size_t used = 0;
@@ -464,13 +466,21 @@ bool BpeModel::MergeByRank(std::string_view piece, EncodeScratch* scratch,
     int32_t b = bucket_of[rank];
     if (b < 0) {
       b = static_cast<int32_t>(used++);
-      if (buckets.size() < used) buckets.emplace_back();
+      if (buckets.size() < used) {
+        buckets.emplace_back();
+        unsorted.push_back(0);
+      }
       buckets[static_cast<size_t>(b)].clear();
+      unsorted[static_cast<size_t>(b)] = 0;
       bucket_of[rank] = b;
       ranks.push_back(rank);
       std::push_heap(ranks.begin(), ranks.end(), cmp);
     }
-    buckets[static_cast<size_t>(b)].push_back(static_cast<uint32_t>(pos));
+    auto& bucket = buckets[static_cast<size_t>(b)];
+    // Positions mostly come in order: note when one does not (then the bucket is sorted
+    // when its turn comes), instead of checking the whole bucket then.
+    if (!bucket.empty() && bucket.back() > pos) unsorted[static_cast<size_t>(b)] = 1;
+    bucket.push_back(static_cast<uint32_t>(pos));
   };
   InitSymbols(piece, &scratch->symbols, push);
   merging = true;
@@ -479,11 +489,10 @@ bool BpeModel::MergeByRank(std::string_view piece, EncodeScratch* scratch,
     std::pop_heap(ranks.begin(), ranks.end(), cmp);
     current = ranks.back();
     ranks.pop_back();
-    positions.swap(buckets[static_cast<size_t>(bucket_of[current])]);
+    const auto b = static_cast<size_t>(bucket_of[current]);
+    positions.swap(buckets[b]);
     bucket_of[current] = -1;
-    if (!std::is_sorted(positions.begin(), positions.end())) {
-      std::sort(positions.begin(), positions.end());
-    }
+    if (unsorted[b] != 0) std::sort(positions.begin(), positions.end());
     // A bucket's positions are spread over the whole piece: fetch the symbols a few entries
     // ahead, or every step waits on a cache miss (1 MB of random letters: ~3x slower).
     constexpr size_t kAhead = 8;

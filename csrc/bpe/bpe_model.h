@@ -69,6 +69,7 @@ struct EncodeScratch {
   std::vector<Symbol> symbols;
   std::vector<int32_t> bucket_of_rank;  // long pieces: rank -> bucket, -1 when none
   std::vector<std::vector<uint32_t>> buckets;
+  std::vector<uint8_t> bucket_unsorted;
   std::vector<uint32_t> rank_heap;
 };
 
