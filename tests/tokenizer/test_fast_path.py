@@ -45,10 +45,13 @@ def _tricky_texts() -> list[str]:
         for n in [*range(1, 36), *range(44, 80, 3), 130]:
             for lead in ("", "q", "  ", "é", "ab = cd(e, f) + 12 " * (n % 4)):
                 texts.append(lead + c * n + after)
-    # Contractions and quotes at block edges.
-    for n in range(20):
-        for tail in ("'s", "'ll", "'re", "'x", "'", " 's", " 'll"):
+    # Contractions and quotes at block edges (16-byte blocks, and the 64-byte blocks whose
+    # piece starts come from bit masks: a contraction's end may fall in the next block, a
+    # non-ASCII character near an edge sends the blocks around it to the byte scanner).
+    for n in [*range(20), *range(56, 72), *range(120, 136)]:
+        for tail in ("'s", "'ll", "'re", "'x", "'", " 's", " 'll", "\n'd", "'t'sx", "é'sa", "'vé"):
             texts.append("a" * n + tail + " b")
+            texts.append("7" * n + tail + "\n\n")
     return texts
 
 
