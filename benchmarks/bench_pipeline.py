@@ -169,16 +169,20 @@ def test_engines_local_vs_ray(tmp_path: Path) -> None:
     )
     print(
         f"{'engine':<10}{'wall s':>8}{'MB/s':>8}{'vs local':>10}{'driver RSS':>12}{'ray init':>10}"
-        f"{'vs local incl. init':>21}"
+        f"{'vs local incl. init':>21}{'per round':>11}"
     )
+    local_runs = [x["wall"] for x in results[("local", 1)]]
     for (engine, workers), runs in results.items():
         wall = statistics.median(x["wall"] for x in runs)
         rss = max(x["rss_mb"] for x in runs)
         init = statistics.median(x["init"] for x in runs)
         name = engine if engine == "local" else f"ray x{workers}"
+        # the median of each round's ratio (a round runs all three back to back, so this
+        # follows a load that changes over the run less than the ratio of medians does)
+        paired = statistics.median(a / x["wall"] for a, x in zip(local_runs, runs, strict=True))
         print(
             f"{name:<10}{wall:>8.2f}{mb / wall:>8.1f}{local / wall:>9.2f}x{rss:>9.0f} MB"
-            f"{init:>9.1f}s{local / (wall + init):>20.2f}x"
+            f"{init:>9.1f}s{local / (wall + init):>20.2f}x{paired:>10.2f}x"
         )
     _record_engines(results, mb, load_before[0])
     for (engine, workers), runs in results.items():
