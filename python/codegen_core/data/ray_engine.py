@@ -1154,12 +1154,12 @@ def _near(
             )
         )
         del edges
-        st.timings["components_rounds"] = 1.0
         by_block = [[one[b]] for b in range(nb)]
         summary_ref = one[nb]
 
         def summary() -> tuple[list[Any], list[Any], dict[int, str]]:
             st.wait("components", [summary_ref])
+            st.timings["components_rounds"] = 1.0  # one task wave
             clusters, removed, top, names = ray.get(summary_ref)
             return [(clusters, removed, top)], top, names
 
