@@ -95,10 +95,14 @@ struct BoundTokenizer {
   py::object EncodeTo(std::string_view text, const SpecialPolicy& policy, Build&& build) const {
     py::object result;
     py::gil_scoped_release release;
-    native->EncodeAndConsume(text, policy, [&](const uint32_t* ids, size_t count) {
-      py::gil_scoped_acquire acquire;
-      result = build(ids, count);
-    });
+    // The UTF-8 of a str is valid (a lone surrogate has none: Utf8View raised already).
+    native->EncodeAndConsume(
+        text, policy,
+        [&](const uint32_t* ids, size_t count) {
+          py::gil_scoped_acquire acquire;
+          result = build(ids, count);
+        },
+        codegen::bpe::Utf8::kKnownValid);
     return result;
   }
 };
@@ -310,7 +314,8 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
               Tokenizer::FlatIds out;
               {
                 py::gil_scoped_release release;
-                out = self->EncodeBatchFlat(views, policy, num_threads);
+                out = self->EncodeBatchFlat(views, policy, num_threads,
+                                            codegen::bpe::Utf8::kKnownValid);
               }
               // The array owns the native buffer (no copy).
               uint32_t* data = out.ids.release();

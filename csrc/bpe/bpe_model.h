@@ -30,8 +30,8 @@ struct EncodeScratch {
   PackedPieceMap packed;
   bool packed_ready = false;
   PieceCache cache;  // longer pieces (9..kMaxCachedPiece bytes)
-  // The pieces of 1..16 bytes met most recently, direct-mapped by hash: 4096 entries of one
-  // cache line each (256 KB: stays in the core's L2, where the piece table, megabytes,
+  // The pieces of 1..16 bytes met most recently, direct-mapped by hash: 8192 entries of one
+  // cache line each (512 KB: mostly stays in the core's L2, where the piece table, megabytes,
   // does not), each with the piece's ids when it has at most kHotIds. A piece's ids never
   // change, so entries are never invalidated, only replaced.
   static constexpr uint32_t kHotIds = 11;
@@ -41,7 +41,7 @@ struct EncodeScratch {
     uint32_t meta;  // 0: empty; else the piece's length (bits 0-4) | its id count << 5
     uint32_t ids[kHotIds];
   };
-  static constexpr unsigned kHotBits = 12;
+  static constexpr unsigned kHotBits = 13;
   std::vector<HotEntry> hot;
   // Batches: the short pieces this scratch's table learned (by BPE) during the current
   // batch, so the other workers' tables can take them in afterwards (BpeModel::Adopt).

@@ -203,8 +203,9 @@ const uint32_t* Tokenizer::ScratchIds(const EncodeScratch* scratch) {
 }
 
 void Tokenizer::CheckAndSplit(std::string_view text, const SpecialPolicy& policy,
-                              EncodeScratch* scratch, std::vector<Segment>* segments) const {
-  const size_t bad = FindInvalidUtf8(text);
+                              EncodeScratch* scratch, std::vector<Segment>* segments,
+                              Utf8 utf8) const {
+  const size_t bad = utf8 == Utf8::kCheck ? FindInvalidUtf8(text) : std::string_view::npos;
   if (bad != std::string_view::npos) {
     throw std::invalid_argument("text is not valid UTF-8 (byte offset " + std::to_string(bad) +
                                 ")");
@@ -216,8 +217,8 @@ void Tokenizer::CheckAndSplit(std::string_view text, const SpecialPolicy& policy
 
 const uint32_t* Tokenizer::EncodeToScratch(std::string_view text, const SpecialPolicy& policy,
                                            EncodeScratch* scratch,
-                                           std::vector<Segment>* segments) const {
-  CheckAndSplit(text, policy, scratch, segments);
+                                           std::vector<Segment>* segments, Utf8 utf8) const {
+  CheckAndSplit(text, policy, scratch, segments, utf8);
   return EncodeSegments(text, *segments, scratch, &scratch->out_buf, 0);
 }
 
@@ -309,7 +310,7 @@ std::vector<std::vector<uint32_t>> Tokenizer::EncodeBatch(
 
 Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view>& texts,
                                               const SpecialPolicy& policy,
-                                              size_t num_threads) const {
+                                              size_t num_threads, Utf8 utf8) const {
   FlatIds flat;
   flat.offsets.assign(texts.size() + 1, 0);
   if (texts.empty()) {
@@ -352,7 +353,7 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
         for (size_t k = next.fetch_add(1); k < texts.size(); k = next.fetch_add(1)) {
           const size_t i = order[k];
           try {
-            CheckAndSplit(texts[i], policy, scratch, &segments);
+            CheckAndSplit(texts[i], policy, scratch, &segments, utf8);
             const uint32_t* end = EncodeSegments(texts[i], segments, scratch, &buf, used);
             const auto count = static_cast<size_t>(end - (buf.data() + used));
             worker_of[i] = static_cast<uint32_t>(w);

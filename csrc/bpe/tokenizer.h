@@ -37,6 +37,10 @@ struct TokenizerSpec {
   TokenizerOptions options;
 };
 
+// Whether an encode call checks that its text is UTF-8 (kKnownValid: the caller vouches,
+// e.g. the UTF-8 of a Python str, which is always valid).
+enum class Utf8 : uint8_t { kCheck, kKnownValid };
+
 class Tokenizer {
  public:
   // Throws std::invalid_argument naming the offending entry when the spec is inconsistent.
@@ -49,11 +53,11 @@ class Tokenizer {
   // text in this call's working memory (valid only during the call). The binding builds its
   // Python list or numpy array straight from them.
   template <typename Consume>
-  void EncodeAndConsume(std::string_view text, const SpecialPolicy& policy,
-                        Consume&& consume) const {
+  void EncodeAndConsume(std::string_view text, const SpecialPolicy& policy, Consume&& consume,
+                        Utf8 utf8 = Utf8::kCheck) const {
     ScratchLease lease(*this);
     std::vector<Segment> segments;
-    const uint32_t* end = EncodeToScratch(text, policy, lease.get(), &segments);
+    const uint32_t* end = EncodeToScratch(text, policy, lease.get(), &segments, utf8);
     const uint32_t* begin = ScratchIds(lease.get());
     consume(begin, static_cast<size_t>(end - begin));
   }
@@ -80,7 +84,7 @@ class Tokenizer {
     std::vector<int64_t> offsets;  // texts.size() + 1
   };
   FlatIds EncodeBatchFlat(const std::vector<std::string_view>& texts, const SpecialPolicy& policy,
-                          size_t num_threads) const;
+                          size_t num_threads, Utf8 utf8 = Utf8::kCheck) const;
 
   // The raw bytes the ids stand for (added tokens as their text). Throws
   // std::invalid_argument on an id that is not in the vocabulary.
@@ -118,11 +122,12 @@ class Tokenizer {
                   std::vector<Segment>* segments, std::vector<uint32_t>* out) const;
   // Writes the ids of text at ScratchIds(scratch) and returns their end.
   const uint32_t* EncodeToScratch(std::string_view text, const SpecialPolicy& policy,
-                                  EncodeScratch* scratch, std::vector<Segment>* segments) const;
+                                  EncodeScratch* scratch, std::vector<Segment>* segments,
+                                  Utf8 utf8 = Utf8::kCheck) const;
   static const uint32_t* ScratchIds(const EncodeScratch* scratch);
   // Checks text (UTF-8) and splits it at added tokens into *segments; readies scratch.
   void CheckAndSplit(std::string_view text, const SpecialPolicy& policy, EncodeScratch* scratch,
-                     std::vector<Segment>* segments) const;
+                     std::vector<Segment>* segments, Utf8 utf8 = Utf8::kCheck) const;
   // Writes the ids of text (split as CheckAndSplit did) at out->data() + start, growing *out
   // as needed (its contents before start are kept), and returns their end.
   uint32_t* EncodeSegments(std::string_view text, const std::vector<Segment>& segments,
