@@ -4,8 +4,9 @@ byte-identical to the local path (:mod:`codegen_core.data.prepare`).
 Every stage is a set of Ray core tasks over *blocks* (consecutive runs of input files) or
 over *partitions* (hash buckets of a shuffle); a task calls the same functions as the local
 path (``sources.read_block`` / ``read_checked``, ``minhash_signatures``, ``band_keys``,
-``candidate_pairs``, ``exact_jaccard``, ``cluster_roots``, the tokenizer, :class:`Packer`,
-:func:`write_shard`) on one block or partition with one native thread (one CPU per task)::
+``candidate_pairs``, ``exact_jaccard``, ``cluster_roots``, the tokenizer, the packing rule
+of :class:`Packer`, the shard format of :func:`write_shard`) on one block or partition with
+one native thread (one CPU per task)::
 
     scan       block  -> read + filter + content hash + MinHash + band keys
     exact      shuffle by content hash: per hash, the first document in input order is kept
@@ -13,29 +14,37 @@ path (``sources.read_block`` / ``read_checked``, ``minhash_signatures``, ``band_
                the local rule: all pairs, or star + chain past ``max_bucket``)
     verify     shuffle by pair: exact Jaccard of each pair (documents re-read from disk),
                then union-find over the partition's duplicate edges
-    components min-label propagation over the star edges, partitioned by node, until stable
+    components up to ``COMPONENTS_ON_ONE_TASK`` duplicate pairs: union-find in one task;
+               past it: min-label propagation over the star edges, partitioned by node
     finalize   block  -> kept documents, removed lists, tokens (``data prepare``)
     pack       the driver simulates packing over per-block *lengths* only, which fixes
-               where every shard starts; then one task per shard packs and writes it
+               where every shard (and every piece of a shard) starts; then one task per
+               piece packs its rows and writes them at their offset in the shard's files
+
+The driver submits each stage before the previous one ends (Ray starts a task when its
+inputs exist); it waits only for the duplicate count (which picks the components path) and
+for the per-block lengths (the packing plan).
 
 Why the output is identical: a document's id is its position in the input order
 (``file index << 32 | JSONL line``), a monotone relabelling of the local path's ids, so
 "first in input order" (exact dedup) and "smallest id" (the cluster root) pick the same
 document, LSH buckets order their members the same way, and the candidate pairs, their
 similarities and the clusters are the same sets. Packing depends on order, so the driver
-replays the packer over document lengths block by block (holding one block of lengths at a
-time) and each shard writer starts at an exact (document, offset) with an empty sequence.
+replays the packer over document lengths block by block (holding 64 blocks of lengths at a
+time) and each piece writer starts at an exact (document, offset) with an empty sequence.
 
 Memory: the driver holds the input *paths* (not their contents), per-block counts, the
 shard plan and the manifest. No task holds more than one block of texts or one partition of
-hashes, band keys, pairs or edges. Outputs are written to a temporary directory inside
+hashes, band keys, pairs or edges (the one-task components: all star edges, only up to
+``COMPONENTS_ON_ONE_TASK`` duplicate pairs), or more than one shard's rows. Outputs are written to a temporary directory inside
 ``--out`` and moved into place at the end (the manifest last).
 
 Fault tolerance: tasks are retried by Ray (``max_retries``) when a worker dies; every task is
 a pure function of its inputs, so a retried task produces the same objects. For tests,
 ``CODEGEN_CORE_RAY_FAULT_DIR`` (unset in normal use) names a directory: a file
 ``minhash-<block>`` there makes the scan task of that block kill its worker once, in the
-MinHash stage; ``write-<shard>``, the writer of that shard once its files are written.
+MinHash stage; ``write-<shard>``, the writer of that shard's first rows once they are
+written.
 """
 
 from __future__ import annotations
