@@ -8,6 +8,12 @@
 #include <string>
 #include <unordered_map>
 
+#if defined(__GNUC__)
+#define CODEGEN_ALWAYS_INLINE __attribute__((always_inline))
+#else
+#define CODEGEN_ALWAYS_INLINE
+#endif
+
 namespace codegen::bpe {
 namespace {
 constexpr uint32_t kNoRank = std::numeric_limits<uint32_t>::max();
@@ -458,7 +464,9 @@ bool BpeModel::MergeByRank(std::string_view piece, EncodeScratch* scratch,
   uint32_t current = 0;  // the rank being merged
   bool merging = false;
   bool monotone = true;
-  auto push = [&](uint32_t rank, size_t pos) {
+  // Inlined into the merge loop (1 MB of one letter: two million calls, ~12% of its time
+  // when it was a call).
+  auto push = [&](uint32_t rank, size_t pos) CODEGEN_ALWAYS_INLINE {
     if (merging && rank <= current) {
       monotone = false;
       return;
