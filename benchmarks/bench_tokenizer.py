@@ -6,8 +6,9 @@ The corpus is the Python standard library on this machine (UTF-8 ``.py`` files, 
 ``test`` packages). All contenders are timed round robin in one process: every round loads
 each tokenizer afresh (not timed) and times its **cold** pass (the first over the corpus:
 inputs it has never seen, its caches empty - ours: the per-thread piece table starts as the
-vocabulary's whole tokens; fastokens: its segment cache is off by default; HF: its word
-cache) and then its **warm** pass (the same inputs again). Medians over BENCH_ROUNDS rounds,
+vocabulary's whole tokens and the per-thread hot cache empty, and a batch's workers share
+the pieces they learned when the batch ends; fastokens: its segment cache is off by
+default; HF: its word cache) and then its **warm** pass (the same inputs again). Medians over BENCH_ROUNDS rounds,
 as wall time and as the process's CPU time (the machine may be shared: CPU time is less
 disturbed by other jobs, and CPU / wall > 1 would show a library using a second core).
 
