@@ -319,7 +319,7 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
               }
               // The array owns the native buffer (no copy).
               uint32_t* data = out.ids.release();
-              py::capsule owner(data, [](void* p) { std::free(p); });
+              py::capsule owner(data, [](void* p) { Tokenizer::FreeIds{}(static_cast<uint32_t*>(p)); });
               IdArray ids(static_cast<py::ssize_t>(out.total), data, owner);
               py::array_t<int64_t> offsets(static_cast<py::ssize_t>(out.offsets.size()));
               std::copy(out.offsets.begin(), out.offsets.end(), offsets.mutable_data());

@@ -1,6 +1,7 @@
 // Unit tests of the tokenizer core on small hand-made vocabularies (no data files needed).
 #include <sys/mman.h>
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -282,4 +283,28 @@ TEST(FastEncodeMatchesReference) {
     CHECK(Encode(tok, text) == ref);
     CHECK(Encode(tok, text) == ref);  // the second time from the piece table
   }
+}
+
+TEST(BatchIdsArrayIsReusedAfterRelease) {
+  const Tokenizer tok(SmallSpec());
+  // Two texts of 600000 "abc" (one id each): 1.2M ids, 4.8 MB, large enough to be kept.
+  std::string abc;
+  for (int i = 0; i < 600000; ++i) abc += "abc";
+  const std::vector<std::string_view> texts = {abc, abc};
+  Tokenizer::FlatIds first = tok.EncodeBatchFlat(texts, {}, 2);
+  CHECK_EQ(first.total, size_t{1200000});
+  const uint32_t* kept = first.ids.get();
+  std::fill(first.ids.get(), first.ids.get() + first.total, 7u);  // stale ids left behind
+  first.ids.reset();
+  // A small batch in between takes fresh memory, not the kept array.
+  const Tokenizer::FlatIds small = tok.EncodeBatchFlat({std::string_view("abc abc")}, {}, 1);
+  CHECK(small.ids.get() != kept);
+  const Tokenizer::FlatIds second = tok.EncodeBatchFlat(texts, {}, 2);
+#if defined(__linux__)
+  CHECK(second.ids.get() == kept);
+#endif
+  CHECK_EQ(second.total, size_t{1200000});
+  CHECK(second.offsets == (std::vector<int64_t>{0, 600000, 1200000}));
+  CHECK_EQ(std::vector<uint32_t>(second.ids.get(), second.ids.get() + second.total),
+           std::vector<uint32_t>(1200000, 257));
 }
