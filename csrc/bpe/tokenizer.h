@@ -75,10 +75,11 @@ class Tokenizer {
   // EncodeBatch as one flat array: the ids of text i are ids[offsets[i], offsets[i + 1]).
   // No vector per text: each worker appends to a buffer it keeps between calls, and the
   // parts are copied once into the result.
-  // Releases a FlatIds array (also the binding's numpy capsule). A large one (4..64 MB) is
-  // kept, one at a time process-wide, for the next batch of about its size: its pages are
-  // already faulted in and cleared, where fresh memory costs a fault and a clear per page
-  // every call (a pipeline's encode_batch_flat calls, each dropping an earlier output).
+  // Releases a FlatIds array (also the binding's numpy capsule). Large ones (4 MB and up)
+  // are kept, the two freed last process-wide (64 MB in all at most), for the next batches
+  // of about their size: their pages are already faulted in and cleared, where fresh memory
+  // costs a fault and a clear per page every call (a pipeline's encode_batch_flat calls,
+  // each dropping an earlier output).
   struct FreeIds {
     void operator()(uint32_t* p) const;
   };

@@ -299,12 +299,26 @@ TEST(BatchIdsArrayIsReusedAfterRelease) {
   // A small batch in between takes fresh memory, not the kept array.
   const Tokenizer::FlatIds small = tok.EncodeBatchFlat({std::string_view("abc abc")}, {}, 1);
   CHECK(small.ids.get() != kept);
-  const Tokenizer::FlatIds second = tok.EncodeBatchFlat(texts, {}, 2);
+  Tokenizer::FlatIds second = tok.EncodeBatchFlat(texts, {}, 2);
 #if defined(__linux__)
   CHECK(second.ids.get() == kept);
 #endif
   CHECK_EQ(second.total, size_t{1200000});
   CHECK(second.offsets == (std::vector<int64_t>{0, 600000, 1200000}));
   CHECK_EQ(std::vector<uint32_t>(second.ids.get(), second.ids.get() + second.total),
+           std::vector<uint32_t>(1200000, 257));
+  // Two are kept: a batch made while the previous output is still held, then both freed.
+  Tokenizer::FlatIds third = tok.EncodeBatchFlat(texts, {}, 2);
+  const uint32_t* other = third.ids.get();
+  CHECK(other != kept);
+  second.ids.reset();
+  third.ids.reset();
+  const Tokenizer::FlatIds a = tok.EncodeBatchFlat(texts, {}, 2);
+  const Tokenizer::FlatIds b = tok.EncodeBatchFlat(texts, {}, 1);
+#if defined(__linux__)
+  CHECK((a.ids.get() == kept && b.ids.get() == other) ||
+        (a.ids.get() == other && b.ids.get() == kept));
+#endif
+  CHECK_EQ(std::vector<uint32_t>(b.ids.get(), b.ids.get() + b.total),
            std::vector<uint32_t>(1200000, 257));
 }
