@@ -21,6 +21,11 @@ Every encode returns a Python list of ints (fastokens: ``encode(text).ids``). Ba
 after a warm-up; the pathological 1 MB inputs (single pieces too long for any cache) too, as
 CPU time per byte against the warm CPU time per byte of code (CodeGen1 file).
 Writes ``benchmarks/results/tokenizer.json`` (``python -m benchmarks.report``).
+
+Batch CPU times depend on the process's allocator state: ours keeps the last two freed ids
+arrays for reuse (no page faults), and fastokens' GPT-2 batch measured 36-40 ms CPU in a
+process where our build before that freed its arrays, 57-60 ms alone or next to ours now
+(stdlib, 2 threads, load ~1.5): for the batch ratio, also compare each in its own process.
 """
 
 from __future__ import annotations
