@@ -63,6 +63,50 @@ def test_xla_attention_matches_reference(t: int, s: int, offset: int) -> None:
     np.testing.assert_allclose(np.asarray(got), ref, rtol=1e-5, atol=1e-5)
 
 
+def _autodiff_attention(
+    q: jax.Array, k: jax.Array, v: jax.Array, visible: jax.Array, scale: float
+) -> jax.Array:
+    """Dense masked softmax attention differentiated by JAX itself (the gradient reference)."""
+    s = jnp.where(visible, jnp.einsum("bhtd,bhsd->bhts", q, k) * scale, -1e30)
+    return jnp.einsum("bhts,bhsd->bhtd", jax.nn.softmax(s, axis=-1), v)
+
+
+# (6, 0): one dense call; (300, 0): the causal blocks; prefix: the dense path with a mask that
+# is not causal. Padding, a query with no visible key and two packed documents in each.
+@pytest.mark.parametrize(("t", "prefix_len"), [(6, 0), (300, 0), (300, 3)])
+def test_xla_attention_gradients_match_autodiff(t: int, prefix_len: int) -> None:
+    rng = np.random.default_rng(t + prefix_len)
+    q, k, v, g = (jnp.asarray(rng.normal(size=(2, 3, t, 8)).astype(np.float32))
+                  for _ in range(4))  # fmt: skip
+    key_mask = np.ones((2, t), bool)
+    key_mask[0, 0] = False  # query 0 of row 0 sees nothing
+    key_mask[1, -2:] = False
+    seg = np.ones((2, t), np.int32)
+    seg[:, t // 2 :] = 2
+    prefix = np.zeros((2, t), bool)
+    prefix[:, t // 2 : t // 2 + prefix_len] = True  # a leading run of document 2
+    pos = np.arange(t)
+    visible = ((pos[None, :] <= pos[:, None])[None] | prefix[:, None, :]) & key_mask[:, None, :]
+    visible &= seg[:, :, None] == seg[:, None, :]  # (B, T, S)
+    blind = ~visible.any(-1)  # (B, T): rows whose output is a convention, not compared
+    g = jnp.where(jnp.asarray(blind)[:, None, :, None], 0.0, g)
+
+    def ours(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+        out = xla_attention(q, k, v, key_mask=jnp.asarray(key_mask), q_offset=0, sm_scale=0.3,
+                            segment_ids=jnp.asarray(seg),
+                            prefix_mask=jnp.asarray(prefix) if prefix_len else None)  # fmt: skip
+        return jnp.sum(out * g)
+
+    def ref(q: jax.Array, k: jax.Array, v: jax.Array) -> jax.Array:
+        return jnp.sum(_autodiff_attention(q, k, v, jnp.asarray(visible)[:, None], 0.3) * g)
+
+    got = jax.grad(ours, argnums=(0, 1, 2))(q, k, v)
+    want = jax.grad(ref, argnums=(0, 1, 2))(q, k, v)
+    for name, a, b in zip("qkv", got, want, strict=True):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=2e-5,
+                                   err_msg=f"d{name}")  # fmt: skip
+
+
 def test_xla_attention_merged_cache_layout() -> None:
     """(B * nh, T, hs) with a per-row mask, as the decode path reads the KV cache."""
     rng = np.random.default_rng(3)
