@@ -135,17 +135,18 @@ def xla_attention(
     if prefix_mask is not None or not isinstance(q_offset, int) or t_len < 2 * CAUSAL_BLOCK:
         return _attend(q, k, v, key_mask=key_mask, q_offset=q_offset, sm_scale=sm_scale,
                        q_seg=segment_ids, k_seg=segment_ids, prefix=prefix_mask)  # fmt: skip
-    outs = []
+    blocks, vis = [], []
     for t0 in range(0, t_len, CAUSAL_BLOCK):
         t1 = min(t_len, t0 + CAUSAL_BLOCK)
         s1 = max(1, min(s_len, q_offset + t1))  # keys this block can see
         km = None if key_mask is None else key_mask[:, :s1]
         qs = None if segment_ids is None else segment_ids[:, t0:t1]
         ks = None if segment_ids is None else segment_ids[:, :s1]
-        outs.append(_attend(q[..., t0:t1, :], k[..., :s1, :], v[..., :s1, :], key_mask=km,
-                            q_offset=q_offset + t0, sm_scale=sm_scale, q_seg=qs,
-                            k_seg=ks))  # fmt: skip
-    return jnp.concatenate(outs, axis=-2)
+        blocks.append((t0, t1, s1))
+        vis.append(_visible(t1 - t0, s1, q.ndim, key_mask=km, q_offset=q_offset + t0,
+                            q_seg=qs, k_seg=ks, prefix=None))  # fmt: skip
+    out = _blocked_attend(q, k, v, tuple(vis), sm_scale, tuple(blocks))  # (..., T, hs) fp32
+    return out.astype(v.dtype)
 
 
 def _attend(
@@ -161,46 +162,76 @@ def _attend(
     prefix: jax.Array | None = None,
 ) -> jax.Array:
     t_len, s_len = q.shape[-2], k.shape[-2]
+    visible = _visible(t_len, s_len, q.ndim, key_mask=key_mask, q_offset=q_offset,
+                       q_seg=q_seg, k_seg=k_seg, prefix=prefix)  # fmt: skip
+    out = _blocked_attend(q, k, v, (visible,), sm_scale, ((0, t_len, s_len),))
+    return out.astype(v.dtype)  # (B, nh, T, hs) or (B * nh, T, hs)
+
+
+def _visible(
+    t_len: int,
+    s_len: int,
+    ndim: int,
+    *,
+    key_mask: jax.Array | None,
+    q_offset: jax.Array | int,
+    q_seg: jax.Array | None,
+    k_seg: jax.Array | None,
+    prefix: jax.Array | None,
+) -> jax.Array:
+    """Which keys each query sees: (T, S), (B, 1, T, S) or (B * nh, T, S) bool."""
     q_slot = q_offset + jnp.arange(t_len)[:, None]  # (T, 1)
     visible = jnp.arange(s_len)[None, :] <= q_slot  # (T, S)
     if prefix is not None:  # prefix keys: visible to every query (of the same segment)
         visible = visible | prefix[:, None, None, :]  # (B, 1, T, S)
     if key_mask is not None:
         # (B, 1, 1, S) or (B * nh, 1, S): broadcast over heads (4-D) and queries
-        km = key_mask.reshape(key_mask.shape[0], *([1] * (q.ndim - 2)), s_len)
+        km = key_mask.reshape(key_mask.shape[0], *([1] * (ndim - 2)), s_len)
         visible = visible & km
     if q_seg is not None and k_seg is not None:
         visible = visible & (q_seg[:, None, :, None] == k_seg[:, None, None, :])  # (B, 1, T, S)
-    out = _softmax_attend(q, k, v, visible, sm_scale)  # (B, nh, T, hs) or (B * nh, T, hs)
-    return out.astype(v.dtype)
+    return visible
 
 
-# Scores, softmax and value product with a hand-written backward. Fewer passes over the
-# (T, S) scores than autodiff of ``jax.nn.softmax``: the forward keeps the unnormalized
-# exp(s - max) and divides the (T, hs) output by the row sums instead of the (T, S)
-# probabilities; the backward takes the row term from the small (T, hs) output
+# Scores, softmax and value product of query blocks, with a hand-written backward. Block i
+# is queries [t0, t1) against keys [0, s1) under its mask ``visible[i]``; one custom_vjp
+# for all blocks keeps q, k, v once as residuals (not a sliced copy per block). Fewer passes
+# over the (T, S) scores than autodiff of ``jax.nn.softmax``: the forward keeps the
+# unnormalized exp(s - max) and divides the (T, hs) output by the row sums instead of the
+# (T, S) probabilities; the backward takes the row term from the small (T, hs) output
 # (rowsum(dP * P) = rowsum(dO * O)) and forms the score gradient (mask and scale included) in
 # one elementwise pass. The key-side gradients (dK = dS^T Q, dV = P^T dO) are computed as
 # (hs, S) and transposed after an optimization barrier: XLA CPU otherwise folds the transpose
 # back into the dot, whose (S, hs) form runs at ~60% of the speed (measured, 32 vs 51
 # GFLOP/CPU-s at S=512, T=128, 16 heads).
-@partial(jax.custom_vjp, nondiff_argnums=(4,))
-def _softmax_attend(
-    q: jax.Array, k: jax.Array, v: jax.Array, visible: jax.Array, sm_scale: float
-) -> jax.Array:
-    return _softmax_attend_fwd(q, k, v, visible, sm_scale)[0]
+Blocks = tuple[tuple[int, int, int], ...]
 
 
-def _softmax_attend_fwd(
-    q: jax.Array, k: jax.Array, v: jax.Array, visible: jax.Array, sm_scale: float
-) -> tuple[jax.Array, tuple[jax.Array, ...]]:
-    s = jnp.einsum("...td,...sd->...ts", q, k, preferred_element_type=jnp.float32)  # (..., T, S)
-    s = jnp.where(visible, s * sm_scale, _NEG)
-    e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))  # (..., T, S): masked keys 0
-    inv = 1.0 / jnp.sum(e, axis=-1, keepdims=True)  # (..., T, 1); a row with no key: 1 / S
-    out = jnp.einsum("...ts,...sd->...td", e.astype(v.dtype), v,
-                     preferred_element_type=jnp.float32) * inv  # fmt: skip  # (..., T, hs) fp32
-    return out, (q, k, v, visible, e, inv, out)
+@partial(jax.custom_vjp, nondiff_argnums=(4, 5))
+def _blocked_attend(  # noqa: PLR0917 (custom_vjp takes positional arguments)
+    q: jax.Array, k: jax.Array, v: jax.Array, visible: tuple[jax.Array, ...],
+    sm_scale: float, blocks: Blocks,
+) -> jax.Array:  # fmt: skip
+    return _blocked_fwd(q, k, v, visible, sm_scale, blocks)[0]
+
+
+def _blocked_fwd(  # noqa: PLR0917
+    q: jax.Array, k: jax.Array, v: jax.Array, visible: tuple[jax.Array, ...],
+    sm_scale: float, blocks: Blocks,
+) -> tuple[jax.Array, tuple[Any, ...]]:  # fmt: skip
+    outs, es, invs = [], [], []
+    for (t0, t1, s1), vis in zip(blocks, visible, strict=True):
+        s = jnp.einsum("...td,...sd->...ts", q[..., t0:t1, :], k[..., :s1, :],
+                       preferred_element_type=jnp.float32)  # fmt: skip  # (..., Tb, Sb)
+        s = jnp.where(vis, s * sm_scale, _NEG)
+        e = jnp.exp(s - jnp.max(s, axis=-1, keepdims=True))  # (..., Tb, Sb): masked keys 0
+        inv = 1.0 / jnp.sum(e, axis=-1, keepdims=True)  # (..., Tb, 1); no key seen: 1 / Sb
+        outs.append(jnp.einsum("...ts,...sd->...td", e.astype(v.dtype), v[..., :s1, :],
+                               preferred_element_type=jnp.float32) * inv)  # fmt: skip
+        es.append(e)
+        invs.append(inv)
+    out = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=-2)  # (..., T, hs) fp32
+    return out, (q, k, v, visible, tuple(es), tuple(invs), out)
 
 
 def _key_side(p: jax.Array, x: jax.Array) -> jax.Array:
@@ -209,23 +240,37 @@ def _key_side(p: jax.Array, x: jax.Array) -> jax.Array:
     return jnp.swapaxes(jax.lax.optimization_barrier(t), -1, -2)  # (..., S, hs)
 
 
-def _softmax_attend_bwd(
-    sm_scale: float, res: tuple[jax.Array, ...], g: jax.Array
+def _into(acc: jax.Array | None, x: jax.Array, shape: tuple[int, ...]) -> jax.Array:
+    """acc + x placed at keys [0, x.shape[-2]) of a (..., S, hs) fp32 sum."""
+    if acc is None and x.shape == shape:
+        return x
+    base = jnp.zeros(shape, jnp.float32) if acc is None else acc
+    return base.at[..., : x.shape[-2], :].add(x)
+
+
+def _blocked_bwd(
+    sm_scale: float, blocks: Blocks, res: tuple[Any, ...], g: jax.Array
 ) -> tuple[jax.Array | None, ...]:
-    q, k, v, visible, e, inv, out = res
+    q, k, v, visible, es, invs, out = res
     g = g.astype(jnp.float32)  # (..., T, hs)
-    dv = _key_side(e.astype(v.dtype), (g * inv).astype(v.dtype))  # (..., S, hs)
-    dp = jnp.einsum("...td,...sd->...ts", g.astype(v.dtype), v,
-                    preferred_element_type=jnp.float32)  # fmt: skip  # (..., T, S)
-    row = jnp.sum(g * out, axis=-1, keepdims=True)  # (..., T, 1) = rowsum(dP * P)
-    ds = jnp.where(visible, e * (dp - row) * (inv * sm_scale), 0.0)  # (..., T, S) d(q.k)
-    dq = jnp.einsum("...ts,...sd->...td", ds.astype(k.dtype), k,
-                    preferred_element_type=jnp.float32)  # fmt: skip  # (..., T, hs)
-    dk = _key_side(ds.astype(q.dtype), q)  # (..., S, hs)
+    dqs, dk, dv = [], None, None
+    for (t0, t1, s1), vis, e, inv in zip(blocks, visible, es, invs, strict=True):
+        gb = g[..., t0:t1, :]  # (..., Tb, hs)
+        kb, vb = k[..., :s1, :], v[..., :s1, :]
+        dv = _into(dv, _key_side(e.astype(v.dtype), (gb * inv).astype(v.dtype)), v.shape)
+        dp = jnp.einsum("...td,...sd->...ts", gb.astype(v.dtype), vb,
+                        preferred_element_type=jnp.float32)  # fmt: skip  # (..., Tb, Sb)
+        row = jnp.sum(gb * out[..., t0:t1, :], axis=-1, keepdims=True)  # = rowsum(dP * P)
+        ds = jnp.where(vis, e * (dp - row) * (inv * sm_scale), 0.0)  # (..., Tb, Sb) d(q.k)
+        dqs.append(jnp.einsum("...ts,...sd->...td", ds.astype(k.dtype), kb,
+                              preferred_element_type=jnp.float32))  # fmt: skip
+        dk = _into(dk, _key_side(ds.astype(q.dtype), q[..., t0:t1, :]), k.shape)
+    dq = dqs[0] if len(dqs) == 1 else jnp.concatenate(dqs, axis=-2)  # (..., T, hs)
+    assert dk is not None and dv is not None
     return dq.astype(q.dtype), dk.astype(k.dtype), dv.astype(v.dtype), None
 
 
-_softmax_attend.defvjp(_softmax_attend_fwd, _softmax_attend_bwd)
+_blocked_attend.defvjp(_blocked_fwd, _blocked_bwd)
 
 
 def attention(
