@@ -318,8 +318,13 @@ only as far as the checks in csrc/bpe go (they raise ValueError naming the bad e
                                             codegen::bpe::Utf8::kKnownValid);
               }
               // The array owns the native buffer (no copy).
-              uint32_t* data = out.ids.release();
-              py::capsule owner(data, [](void* p) { Tokenizer::FreeIds{}(static_cast<uint32_t*>(p)); });
+              // The capsule owns the array (and so a share of the pool it goes back to).
+              auto held = std::make_unique<Tokenizer::OwnedIds>(std::move(out.ids));
+              uint32_t* data = held->get();
+              py::capsule owner(held.get(), [](void* p) {
+                delete static_cast<Tokenizer::OwnedIds*>(p);
+              });
+              held.release();  // now the capsule's (if the capsule threw, still held's)
               IdArray ids(static_cast<py::ssize_t>(out.total), data, owner);
               py::array_t<int64_t> offsets(static_cast<py::ssize_t>(out.offsets.size()));
               std::copy(out.offsets.begin(), out.offsets.end(), offsets.mutable_data());

@@ -67,24 +67,11 @@ std::vector<size_t> BatchOrder(const std::vector<std::string_view>& texts, size_
   return order;
 }
 
-// Large id arrays (a batch's ids: tens of MB) are aligned to 2 MB and asked to be backed by
-// huge pages (a few hundred faults fewer per 10 MB), and the two arrays freed last are kept
-// for the next batches (FreeIds; two: a caller often still holds the previous output while
-// the next is made): fresh memory, huge pages or not, is cleared by the kernel on first
-// touch every call (GPT-2 file, stdlib, 2 threads: about 3 of 50 ms CPU), reused memory not.
+// See IdArrayPool (tokenizer.h): GPT-2 file, stdlib, 2 threads, fresh memory cost about
+// 3 of 50 ms CPU per batch in page faults and clearing.
 constexpr size_t kHugePage = size_t{2} << 20;
 constexpr size_t kMinSpareBytes = 2 * kHugePage;
 constexpr size_t kMaxSpareBytes = size_t{64} << 20;  // kept in all
-
-struct SpareIds {
-  std::mutex mutex;
-  void* block[2] = {nullptr, nullptr};  // [0]: the newest
-  size_t bytes[2] = {0, 0};             // usable bytes of each
-};
-SpareIds& Spare() {
-  static SpareIds* spare = new SpareIds;  // never destroyed: capsules may free at exit
-  return *spare;
-}
 
 size_t UsableBytes(void* p) {
 #if defined(__linux__)
@@ -95,25 +82,24 @@ size_t UsableBytes(void* p) {
 #endif
 }
 
-// Room for count ids (at least one), released by FreeIds.
-uint32_t* AllocateIds(size_t count) {
+}  // namespace
+
+uint32_t* IdArrayPool::Allocate(size_t count) {
   size_t bytes = std::max<size_t>(count, 1) * sizeof(uint32_t);
   void* p = nullptr;
   if (bytes >= kMinSpareBytes) {
     // The smallest kept array that is large enough and at most twice the size asked for.
-    SpareIds& spare = Spare();
-    std::lock_guard<std::mutex> lock(spare.mutex);
-    int best = -1;
-    for (int k = 0; k < 2; ++k) {
-      if (spare.block[k] != nullptr && spare.bytes[k] >= bytes && spare.bytes[k] / 2 <= bytes &&
-          (best < 0 || spare.bytes[k] < spare.bytes[best])) {
-        best = k;
+    std::lock_guard<std::mutex> lock(mutex_);
+    Spare* best = nullptr;
+    for (Spare& spare : spare_) {
+      if (spare.block != nullptr && spare.bytes >= bytes && spare.bytes / 2 <= bytes &&
+          (best == nullptr || spare.bytes < best->bytes)) {
+        best = &spare;
       }
     }
-    if (best >= 0) {
-      p = spare.block[best];
-      spare.block[best] = nullptr;
-      spare.bytes[best] = 0;
+    if (best != nullptr) {
+      p = best->block.release();
+      best->bytes = 0;
     }
   }
 #if defined(__linux__) && defined(MADV_HUGEPAGE)
@@ -128,32 +114,32 @@ uint32_t* AllocateIds(size_t count) {
   return static_cast<uint32_t*>(p);
 }
 
-}  // namespace
+void IdArrayPool::Release(uint32_t* p) {
+  if (p == nullptr) return;
+  std::unique_ptr<void, FreeBlock> block(p);
+  const size_t bytes = UsableBytes(p);
+  if (bytes < kMinSpareBytes || bytes > kMaxSpareBytes) return;  // freed by block
+  // Kept as the newest; the oldest goes when both are taken or the two exceed the cap.
+  std::unique_ptr<void, FreeBlock> drop[2];  // freed after the lock is released
+  std::lock_guard<std::mutex> lock(mutex_);
+  if (spare_[0].block != nullptr) {
+    drop[0] = std::move(spare_[1].block);  // null when slot 1 was free
+    spare_[1] = std::move(spare_[0]);
+  }
+  spare_[0].block = std::move(block);
+  spare_[0].bytes = bytes;
+  if (spare_[0].bytes + spare_[1].bytes > kMaxSpareBytes) {
+    drop[1] = std::move(spare_[1].block);
+    spare_[1].bytes = 0;
+  }
+}
 
 void Tokenizer::FreeIds::operator()(uint32_t* p) const {
-  if (p == nullptr) return;
-  const size_t bytes = UsableBytes(p);
-  void* drop[2] = {p, nullptr};
-  if (bytes >= kMinSpareBytes && bytes <= kMaxSpareBytes) {
-    // Kept as the newest; the oldest goes when both are taken or the two exceed the cap.
-    SpareIds& spare = Spare();
-    std::lock_guard<std::mutex> lock(spare.mutex);
-    const int free_slot = spare.block[0] == nullptr ? 0 : spare.block[1] == nullptr ? 1 : -1;
-    drop[0] = free_slot < 0 ? spare.block[1] : nullptr;
-    if (free_slot != 0) {
-      spare.block[1] = spare.block[0];
-      spare.bytes[1] = spare.bytes[0];
-    }
-    spare.block[0] = p;
-    spare.bytes[0] = bytes;
-    if (spare.bytes[0] + spare.bytes[1] > kMaxSpareBytes) {
-      drop[1] = spare.block[1];
-      spare.block[1] = nullptr;
-      spare.bytes[1] = 0;
-    }
+  if (pool != nullptr) {
+    pool->Release(p);
+  } else {
+    std::free(p);
   }
-  std::free(drop[0]);
-  std::free(drop[1]);
 }
 
 Tokenizer::Tokenizer(const TokenizerSpec& spec)
@@ -383,7 +369,7 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
   FlatIds flat;
   flat.offsets.assign(texts.size() + 1, 0);
   if (texts.empty()) {
-    flat.ids.reset(AllocateIds(1));  // never null: the caller hands it to numpy
+    flat.ids = OwnedIds(id_pool_->Allocate(1), FreeIds{id_pool_});  // never null: for numpy
     return flat;
   }
   const size_t workers =
@@ -440,7 +426,7 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
           if (++arrived == workers) {
             for (size_t i = 0; i < texts.size(); ++i) flat.offsets[i + 1] += flat.offsets[i];
             flat.total = static_cast<size_t>(flat.offsets.back());
-            flat.ids.reset(AllocateIds(flat.total));
+            flat.ids = OwnedIds(id_pool_->Allocate(flat.total), FreeIds{id_pool_});
             ready = true;
             barrier.notify_all();
           } else {

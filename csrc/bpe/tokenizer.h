@@ -41,6 +41,35 @@ struct TokenizerSpec {
 // e.g. the UTF-8 of a Python str, which is always valid).
 enum class Utf8 : uint8_t { kCheck, kKnownValid };
 
+// The id arrays of EncodeBatchFlat. Large ones (4 MB and up) are aligned to 2 MB and asked
+// to be backed by huge pages, and the two freed last are kept (owned here, 64 MB in all at
+// most) for the next batches of about their size: their pages are already faulted in and
+// cleared, where fresh memory costs a fault and a clear per page every call (a pipeline's
+// encode_batch_flat calls, each dropping an earlier output; two, because a caller often
+// still holds the previous output while the next is made). Thread-safe.
+class IdArrayPool {
+ public:
+  IdArrayPool() = default;
+  IdArrayPool(const IdArrayPool&) = delete;
+  IdArrayPool& operator=(const IdArrayPool&) = delete;
+  // Room for count ids (at least one); never null (throws std::bad_alloc).
+  uint32_t* Allocate(size_t count);
+  // Takes back an array from Allocate: keeps it (freeing the oldest kept one past the cap)
+  // or frees it.
+  void Release(uint32_t* p);
+
+ private:
+  struct FreeBlock {
+    void operator()(void* p) const { std::free(p); }
+  };
+  struct Spare {
+    std::unique_ptr<void, FreeBlock> block;
+    size_t bytes = 0;  // usable bytes of block
+  };
+  std::mutex mutex_;
+  Spare spare_[2];  // [0]: the newest
+};
+
 class Tokenizer {
  public:
   // Throws std::invalid_argument naming the offending entry when the spec is inconsistent.
@@ -75,16 +104,16 @@ class Tokenizer {
   // EncodeBatch as one flat array: the ids of text i are ids[offsets[i], offsets[i + 1]).
   // No vector per text: each worker appends to a buffer it keeps between calls, and the
   // parts are copied once into the result.
-  // Releases a FlatIds array (also the binding's numpy capsule). Large ones (4 MB and up)
-  // are kept, the two freed last process-wide (64 MB in all at most), for the next batches
-  // of about their size: their pages are already faulted in and cleared, where fresh memory
-  // costs a fault and a clear per page every call (a pipeline's encode_batch_flat calls,
-  // each dropping an earlier output).
+  // Releases a FlatIds array through the pool of the tokenizer that made it (also from the
+  // binding's numpy capsule, after the tokenizer may be gone: the pool lives as long as the
+  // last array or tokenizer holding it).
   struct FreeIds {
+    std::shared_ptr<IdArrayPool> pool;  // null: plain std::free
     void operator()(uint32_t* p) const;
   };
+  using OwnedIds = std::unique_ptr<uint32_t[], FreeIds>;
   struct FlatIds {
-    std::unique_ptr<uint32_t[], FreeIds> ids;  // FreeIds releases it
+    OwnedIds ids;  // released through the pool that made it
     size_t total = 0;
     std::vector<int64_t> offsets;  // texts.size() + 1
   };
@@ -157,6 +186,8 @@ class Tokenizer {
 
   mutable std::mutex pool_mutex_;
   mutable std::vector<std::unique_ptr<EncodeScratch>> pool_;
+  // Shared with every FlatIds array handed out (the arrays may outlive the tokenizer).
+  std::shared_ptr<IdArrayPool> id_pool_ = std::make_shared<IdArrayPool>();
 };
 
 }  // namespace codegen::bpe

@@ -2,6 +2,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <memory>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -321,4 +322,28 @@ TEST(BatchIdsArrayIsReusedAfterRelease) {
 #endif
   CHECK_EQ(std::vector<uint32_t>(b.ids.get(), b.ids.get() + b.total),
            std::vector<uint32_t>(1200000, 257));
+}
+
+TEST(BatchIdsArraysBelongToTheirTokenizer) {
+  std::string abc;
+  for (int i = 0; i < 600000; ++i) abc += "abc";
+  const std::vector<std::string_view> texts = {abc, abc};
+  Tokenizer::FlatIds outlives;
+  const uint32_t* kept = nullptr;
+  {
+    const auto tok = std::make_unique<Tokenizer>(SmallSpec());
+    Tokenizer::FlatIds first = tok->EncodeBatchFlat(texts, {}, 2);
+    kept = first.ids.get();
+    first.ids.reset();  // kept by tok's pool
+    // Another tokenizer does not take tok's kept array.
+    const Tokenizer other(SmallSpec());
+    const Tokenizer::FlatIds theirs = other.EncodeBatchFlat(texts, {}, 2);
+    CHECK(theirs.ids.get() != kept);
+    outlives = tok->EncodeBatchFlat(texts, {}, 2);
+  }
+  // The array outlives its tokenizer: still readable, and freed through the pool it holds.
+  CHECK_EQ(outlives.total, size_t{1200000});
+  CHECK_EQ(outlives.ids[0], 257u);
+  CHECK_EQ(outlives.ids[outlives.total - 1], 257u);
+  outlives.ids.reset();
 }
