@@ -7,10 +7,10 @@ or more logical axes besides ``layers``): attention qkv/out, MLP kernels, lm_hea
 token embedding. Norm scales and biases are never decayed. The mask is computed from
 ``transformer.param_axes``, because with stacked layers a bias is 2-D.
 
-Clipping is optax's ``clip_by_global_norm`` rule (the same select and scale, the scale a multiply as in torch) with the norm
-computed by :func:`global_norm` and taken from the step when it passes one (``grad_norm=``
-extra argument: the step computes the norm anyway, for its metrics and the finite check, so
-the gradients are read for it once, not twice).
+Clipping is optax's ``clip_by_global_norm`` rule (the same select; the scale a multiply, as
+in torch) with the norm computed by :func:`global_norm` and taken from the step when it
+passes one (``grad_norm=`` extra argument: the step computes the norm anyway, for its
+metrics and the finite check, so the gradients are read for it once, not twice).
 """
 
 from __future__ import annotations
