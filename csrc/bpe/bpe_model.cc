@@ -181,14 +181,7 @@ uint32_t* BpeModel::EncodeShortMiss(const char* p, const PackedPiece& key, uint6
   } else {
     end = EncodePackedMiss(p, key, hash, scratch, dst);
   }
-  const auto count = static_cast<uint32_t>(end - dst);
-  if (count <= EncodeScratch::kHotIds) {
-    *entry = EncodeScratch::HotEntry{};
-    entry->w0 = key.w0;
-    entry->w1 = key.w1;
-    entry->meta = key.len | (count << 5);
-    for (uint32_t k = 0; k < count; ++k) entry->ids[k] = dst[k];
-  }
+  StoreHot(entry, key, dst, static_cast<uint32_t>(end - dst));
   return end;
 }
 
@@ -276,13 +269,7 @@ uint32_t* BpeModel::EncodePartTo(const char* p, size_t n, bool overread_ok,
     return dst + (e.meta >> 5);
   }
   uint32_t* end = MergeTiny(p, n, dst);
-  const auto count = static_cast<uint32_t>(end - dst);
-  if (count > EncodeScratch::kHotIds) return end;
-  e = EncodeScratch::HotEntry{};
-  e.w0 = key.w0;
-  e.w1 = key.w1;
-  e.meta = key.len | (count << 5);
-  std::copy(dst, end, e.ids);
+  StoreHot(&e, key, dst, static_cast<uint32_t>(end - dst));
   return end;
 }
 

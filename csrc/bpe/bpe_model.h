@@ -8,6 +8,7 @@
 #ifndef CODEGEN_BPE_BPE_MODEL_H_
 #define CODEGEN_BPE_BPE_MODEL_H_
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cstring>
@@ -125,6 +126,16 @@ class BpeModel {
   }
   static bool HotHolds(const EncodeScratch::HotEntry& e, const PackedPiece& key) {
     return ((e.w0 ^ key.w0) | (e.w1 ^ key.w1) | ((e.meta ^ key.len) & 0x1Fu)) == 0;
+  }
+  // Puts key's ids [ids, ids + count) in e when they fit (else e keeps what it held).
+  static void StoreHot(EncodeScratch::HotEntry* e, const PackedPiece& key, const uint32_t* ids,
+                       uint32_t count) {
+    if (count > EncodeScratch::kHotIds) return;
+    *e = EncodeScratch::HotEntry{};
+    e->w0 = key.w0;
+    e->w1 = key.w1;
+    e->meta = key.len | (count << 5);
+    std::copy(ids, ids + count, e->ids);
   }
   uint32_t* EncodeShortHashed(const char* p, const PackedPiece& key, uint64_t h,
                               EncodeScratch* scratch, uint32_t* dst) const {

@@ -375,8 +375,8 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
   const size_t workers =
       std::min(static_cast<size_t>(ResolveThreads(static_cast<int>(num_threads))), texts.size());
   const std::vector<size_t> order = BatchOrder(texts, workers);
-  // Text i's ids: worker_of[i]'s buffer from start_of[i], offsets[i + 1] of them (for now).
-  std::vector<uint32_t> worker_of(texts.size());
+  // Text i's ids: its worker's buffer (the worker lists it in `mine`) from start_of[i],
+  // offsets[i + 1] of them (for now).
   std::vector<size_t> start_of(texts.size());
   std::vector<std::unique_ptr<ScratchLease>> leases(workers);
   for (auto& lease : leases) lease = std::make_unique<ScratchLease>(*this);
@@ -411,7 +411,6 @@ Tokenizer::FlatIds Tokenizer::EncodeBatchFlat(const std::vector<std::string_view
             CheckAndSplit(texts[i], policy, scratch, &segments, utf8);
             const uint32_t* end = EncodeSegments(texts[i], segments, scratch, &buf, used);
             const auto count = static_cast<size_t>(end - (buf.data() + used));
-            worker_of[i] = static_cast<uint32_t>(w);
             start_of[i] = used;
             flat.offsets[i + 1] = static_cast<int64_t>(count);
             used += count;
