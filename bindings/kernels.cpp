@@ -7,8 +7,10 @@
 #include <string>
 
 #include "linalg/dense.h"
+#include "linalg/reduce.h"
 #include "linalg/stream.h"
 #include "xla_ffi/dense_ffi.h"
+#include "xla_ffi/reduce_ffi.h"
 
 namespace py = pybind11;
 
@@ -18,11 +20,17 @@ void InitKernels(py::module_& m) {
       [] {
         py::dict targets;
         targets["codegen_core_dense"] = py::capsule(reinterpret_cast<void*>(&CodegenDenseCpu));
+        targets["codegen_core_sum_squares"] =
+            py::capsule(reinterpret_cast<void*>(&CodegenSumSquaresCpu));
+        targets["codegen_core_transpose"] =
+            py::capsule(reinterpret_cast<void*>(&CodegenTransposeCpu));
         return targets;
       },
       "XLA FFI handlers for jax.ffi.register_ffi_target(name, capsule, platform='cpu').");
   m.def("dense_uses_avx2", &codegen::linalg::DenseUsesAvx2,
         "True when the dense kernel runs its AVX2 + FMA path on this CPU.");
+  m.def("reduce_uses_avx2", &codegen::linalg::ReduceUsesAvx2,
+        "True when the sum-of-squares and transpose kernels run their AVX2 paths on this CPU.");
   m.def(
       "stream_read",
       [](const py::array& buffer, int num_threads, int reps) {

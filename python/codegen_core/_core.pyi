@@ -125,6 +125,7 @@ def walk_files(
 # ---- CPU kernels (XLA FFI) ----------------------------------------------------------------
 def xla_ffi_targets() -> dict[str, object]: ...  # name -> PyCapsule of the handler
 def dense_uses_avx2() -> bool: ...
+def reduce_uses_avx2() -> bool: ...  # sum_squares / transpose kernels
 def stream_read(
     buffer: np.ndarray, num_threads: int = 0, reps: int = 5
 ) -> tuple[int, list[float]]: ...  # (checksum, seconds per read pass)

@@ -22,7 +22,7 @@ import jax.numpy as jnp
 import optax
 
 from codegen_core.model import axes as ax
-from codegen_core.model import transformer
+from codegen_core.model import cpu_ops, transformer
 from codegen_core.model.config import CodeGenConfig
 from codegen_core.train.config import OptimSection
 
@@ -41,17 +41,17 @@ def schedule(cfg: OptimSection) -> optax.Schedule:
 def global_norm(tree: Any) -> jax.Array:
     """The L2 norm of all leaves together (``optax.tree.norm``), fp32.
 
-    Each leaf's sum of squares is a full contraction of the leaf with itself (a dot, no
-    reshape, so a sharded leaf needs no gather): XLA:CPU turns a plain ``sum(x * x)`` of a
-    large leaf into a windowed reduction over a materialised ``x * x`` that reads and
-    writes the gradients again (an 84M-element leaf: ~90 ms vs ~34 ms as a dot).
+    Each leaf's sum of squares is :func:`cpu_ops.sum_squares`: on the CPU backend with a
+    single device, a native kernel (XLA FFI) that reads the leaf once on every core and
+    accumulates in double, deterministically; everywhere else (accelerators, and any
+    multi-device mesh, where a custom call would not be partitioned) a full contraction of the
+    leaf with itself (a dot, no reshape, so a sharded leaf needs no gather). XLA:CPU runs
+    every reduction form (the dot, ``sum(x * x)``) as a materialised ``x * x`` plus windowed
+    reductions, several times slower than one read pass (model/cpu_ops.py has the numbers).
     """
     total = jnp.zeros((), jnp.float32)
     for x in jax.tree.leaves(tree):
-        dims = tuple(range(x.ndim))
-        sq = jax.lax.dot_general(x, x, ((dims, dims), ((), ())),
-                                 preferred_element_type=jnp.float32)  # fmt: skip
-        total = total + sq
+        total = total + cpu_ops.sum_squares(x)
     return jnp.sqrt(total)
 
 

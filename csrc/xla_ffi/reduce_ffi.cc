@@ -1,0 +1,122 @@
+#include "xla_ffi/reduce_ffi.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <thread>
+#include <utility>
+#include <vector>
+
+#include "linalg/reduce.h"
+#include "xla/ffi/api/ffi.h"
+
+namespace ffi = xla::ffi;
+
+namespace codegen::xla_ffi {
+namespace {
+
+namespace la = linalg;
+
+// Tasks [0, num_tasks) claimed from a shared counter. Shared by the caller and the pool
+// tasks; pool tasks may start after the call returned (every task already claimed), so they
+// hold it by shared_ptr and then only touch the counter.
+struct Job {
+  std::function<void(int64_t)> run;
+  int64_t num_tasks = 0;
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> done{0};
+
+  void Work() {
+    for (;;) {
+      const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
+      if (t >= num_tasks) return;
+      run(t);
+      done.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+// run(t) for every t in [0, num_tasks) on the pool and the calling thread; returns when all
+// are done. `run` must stay valid until then (it may refer to the caller's stack).
+void ParallelFor(ffi::ThreadPool& pool, int64_t num_tasks, std::function<void(int64_t)> run) {
+  const int64_t helpers = std::min<int64_t>(pool.num_threads(), num_tasks - 1);
+  if (helpers <= 0) {
+    for (int64_t t = 0; t < num_tasks; ++t) run(t);
+    return;
+  }
+  auto job = std::make_shared<Job>();
+  job->run = std::move(run);
+  job->num_tasks = num_tasks;
+  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([job] { job->Work(); });
+  job->Work();
+  // Every task is claimed; the rest are running on other threads and will finish.
+  while (job->done.load(std::memory_order_acquire) < num_tasks) std::this_thread::yield();
+}
+
+std::string ShapeString(ffi::Span<const int64_t> dims) {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+ffi::Error SumSquaresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                          ffi::ResultBuffer<ffi::F32> out) {
+  if (out->element_count() != 1 || !out->dimensions().size() == 0) {
+    return ffi::Error::InvalidArgument("codegen_core_sum_squares: result must be a scalar, got " +
+                                       ShapeString(out->dimensions()));
+  }
+  const float* data = x.typed_data();
+  const auto n = static_cast<int64_t>(x.element_count());
+  const int64_t chunks = la::SumSquaresNumChunks(n);
+  std::vector<double> partials(static_cast<size_t>(chunks));
+  double* slots = partials.data();
+  ParallelFor(pool, chunks,
+              [data, n, slots](int64_t c) { slots[c] = la::SumSquaresChunk(data, n, c); });
+  *out->typed_data() = static_cast<float>(la::CombineChunkSums(slots, chunks));
+  return ffi::Error::Success();
+}
+
+// Blocks per task: 16 blocks of 64 x 64 floats, 256 KiB read and written.
+constexpr int64_t kBlocksPerTask = 16;
+
+ffi::Error TransposeImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
+                         ffi::ResultBuffer<ffi::F32> y) {
+  const auto x_dims = x.dimensions();
+  const auto y_dims = y->dimensions();
+  if (x_dims.size() != 2) {
+    return ffi::Error::InvalidArgument("codegen_core_transpose: x must be 2-D (r, c), got " +
+                                       ShapeString(x_dims));
+  }
+  const int64_t rows = x_dims[0], cols = x_dims[1];
+  if (y_dims.size() != 2 || y_dims[0] != cols || y_dims[1] != rows) {
+    return ffi::Error::InvalidArgument("codegen_core_transpose: result " + ShapeString(y_dims) +
+                                       " is not x " + ShapeString(x_dims) + " transposed");
+  }
+  const float* src = x.typed_data();
+  float* dst = y->typed_data();
+  const int64_t blocks = la::TransposeNumBlocks(rows, cols);
+  const int64_t tasks = (blocks + kBlocksPerTask - 1) / kBlocksPerTask;
+  ParallelFor(pool, tasks, [=](int64_t t) {
+    la::TransposeBlocks(src, dst, rows, cols, t * kBlocksPerTask,
+                        std::min(blocks, (t + 1) * kBlocksPerTask));
+  });
+  return ffi::Error::Success();
+}
+
+}  // namespace
+}  // namespace codegen::xla_ffi
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CodegenSumSquaresCpu, codegen::xla_ffi::SumSquaresImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CodegenTransposeCpu, codegen::xla_ffi::TransposeImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());

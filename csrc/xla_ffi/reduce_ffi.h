@@ -1,0 +1,20 @@
+// XLA FFI handlers for the memory-bound training kernels (linalg/reduce.h), registered from
+// Python with jax.ffi.register_ffi_target(name, ..., platform="cpu"):
+//
+//   codegen_core_sum_squares(x: f32[any shape]) -> f32[]   sum of x^2 (no sqrt), computed in
+//       double over fixed chunks added in chunk order (deterministic), rounded to f32 once.
+//   codegen_core_transpose(x: f32[r, c]) -> f32[c, r]       exact.
+//
+// Both split their work (sum chunks, transpose blocks) into tasks that XLA's intra-op thread
+// pool and the calling thread claim from a shared counter; the caller only ever waits for
+// tasks another thread is already running, so it cannot deadlock on a busy pool (the scheme
+// of dense_ffi.h). Bad operands return an InvalidArgument error naming the operand.
+#ifndef CODEGEN_XLA_FFI_REDUCE_FFI_H_
+#define CODEGEN_XLA_FFI_REDUCE_FFI_H_
+
+#include "xla/ffi/api/c_api.h"
+
+extern "C" XLA_FFI_Error* CodegenSumSquaresCpu(XLA_FFI_CallFrame* call_frame);
+extern "C" XLA_FFI_Error* CodegenTransposeCpu(XLA_FFI_CallFrame* call_frame);
+
+#endif  // CODEGEN_XLA_FFI_REDUCE_FFI_H_

@@ -1,0 +1,120 @@
+"""Memory-bound training ops on CPU: native kernels (csrc/linalg/reduce.cc) via XLA FFI.
+
+Two ops of the 350M training step run far below the memory bandwidth on XLA:CPU (the 2-core
+dev machine reads about 25 GB/s with 2 threads):
+
+* The gradient global norm. XLA turns each leaf's ``dot_general(x, x)`` (and every other
+  reduction form tried: ``sum(x * x)``, row or column sums first) into a materialised
+  ``x * x`` plus a tree of windowed reductions: 38 ms for a (20, 4096, 1024) fp32 leaf
+  (60-70 ms for the other forms), 5-9 GB/s, where one read pass takes about 14 ms; about
+  180 ms of every step over the ~356M gradient elements. :func:`sum_squares` reads each
+  leaf once on both cores, accumulating in double over fixed chunks added in a fixed order
+  (the result does not depend on the thread split).
+* The 2-D transpose of the (512, 51200) LM-head logits gradient for the weight-gradient
+  product: XLA transposes it on one thread in about 130 ms. :func:`transpose2d` runs a
+  cache-blocked transpose (8x8 in-register tiles) on both cores.
+
+``benchmarks/bench_cpu_ops.py`` measures both against XLA. The native path is taken only on
+the CPU backend with a single device (:func:`use_native_ops`): a custom call is opaque to
+the SPMD partitioner, so on a multi-device mesh these ops stay XLA ops that it can shard.
+Elsewhere (GPU, TPU, several devices) the functions are exactly the XLA formulas.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from codegen_core.model.cpu_dense import native_dense_available
+
+_SUM_SQUARES = "codegen_core_sum_squares"
+_TRANSPOSE = "codegen_core_transpose"
+
+
+def native_ops_available() -> bool:
+    """True when the native kernels are built and registered with JAX (once per process)."""
+    return native_dense_available()  # registers every target of _core.xla_ffi_targets()
+
+
+def use_native_ops() -> bool:
+    """Whether :func:`sum_squares` and :func:`transpose2d` take the native kernels: the CPU
+    backend, one device in the process group (custom calls are not partitioned) and the
+    built extension."""
+    return jax.default_backend() == "cpu" and jax.device_count() == 1 and native_ops_available()
+
+
+def _xla_sum_squares(x: jax.Array) -> jax.Array:
+    # a full contraction of the leaf with itself (no reshape, so a sharded leaf needs no
+    # gather); XLA:CPU's dot is its fastest reduction form (see the module docstring)
+    dims = tuple(range(x.ndim))
+    sq = jax.lax.dot_general(x, x, ((dims, dims), ((), ())), preferred_element_type=jnp.float32)
+    return sq.astype(jnp.float32)
+
+
+def _native_sum_squares(x: jax.Array) -> jax.Array:
+    out = jax.ShapeDtypeStruct((), jnp.float32)
+    return jax.ffi.ffi_call(_SUM_SQUARES, out, vmap_method="sequential")(x.astype(jnp.float32))
+
+
+@jax.custom_jvp
+def sum_squares(x: jax.Array) -> jax.Array:
+    """``sum(x ** 2)`` over every element of a float array, as an fp32 scalar.
+
+    On CPU with one device: the native kernel (fp32 input, double accumulation,
+    deterministic); elsewhere ``lax.dot_general(x, x)`` over all dims with fp32
+    accumulation. Differentiable: d/dx = 2 x.
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise TypeError(f"sum_squares: x must be a float array, got {x.dtype}")
+    if use_native_ops():
+        return _native_sum_squares(x)
+    return _xla_sum_squares(x)
+
+
+@sum_squares.defjvp
+def _sum_squares_jvp(
+    primals: tuple[jax.Array], tangents: tuple[jax.Array]
+) -> tuple[jax.Array, jax.Array]:
+    (x,), (t,) = primals, tangents
+    dims = tuple(range(x.ndim))
+    dot = jax.lax.dot_general(x, t, ((dims, dims), ((), ())), preferred_element_type=jnp.float32)
+    return sum_squares(x), 2.0 * dot.astype(jnp.float32)
+
+
+def _native_transpose(x: jax.Array) -> jax.Array:
+    out = jax.ShapeDtypeStruct((x.shape[1], x.shape[0]), jnp.float32)
+    return jax.ffi.ffi_call(_TRANSPOSE, out, vmap_method="sequential")(x)
+
+
+def _transpose(x: jax.Array) -> jax.Array:
+    if x.dtype == jnp.float32 and use_native_ops():
+        return _native_transpose(x)
+    return x.T
+
+
+@jax.custom_vjp
+def _transpose2d(x: jax.Array) -> jax.Array:
+    return _transpose(x)
+
+
+def _transpose_fwd(x: jax.Array) -> tuple[jax.Array, None]:
+    return _transpose(x), None
+
+
+def _transpose_bwd(_: None, g: jax.Array) -> tuple[jax.Array]:
+    return (transpose2d(g),)
+
+
+_transpose2d.defvjp(_transpose_fwd, _transpose_bwd)
+
+
+def transpose2d(x: jax.Array) -> jax.Array:
+    """``x.T`` of a 2-D array (r, c) -> (c, r), exact.
+
+    fp32 on CPU with one device: the native blocked transpose on the intra-op thread pool;
+    other dtypes and platforms: ``x.T``. Differentiable (reverse mode): the cotangent is
+    transposed back through this function.
+    """
+    if x.ndim != 2:
+        raise ValueError(f"transpose2d: x must be 2-D, got shape {list(x.shape)}")
+    return _transpose2d(x)
