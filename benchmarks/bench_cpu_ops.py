@@ -7,7 +7,12 @@ Times, under ``jit`` with the training step's CPU compiler options, the median o
 squares of a stacked (20, 4096, 1024) MLP kernel and of the (51200, 1024) LM head, and the
 transpose of the (512, 51200) logits gradient. Native and XLA runs alternate round by round,
 so load on the machine hits both alike; the script prints the load average and checks that
-both give the same result. A few seconds on the 2-core dev machine.
+both give the same result. About 10 s on the 2-core dev machine.
+
+Both sides allocate their result (and XLA its ``x * x`` temporary) in fresh memory on every
+call, as inside the training step, so page faults are part of the times; run with
+``GLIBC_TUNABLES=glibc.malloc.hugetlb=1`` (glibc >= 2.35: huge pages for malloc's large
+blocks) to see the times with them mostly gone.
 """
 
 from __future__ import annotations

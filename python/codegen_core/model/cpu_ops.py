@@ -1,23 +1,28 @@
 """Memory-bound training ops on CPU: native kernels (csrc/linalg/reduce.cc) via XLA FFI.
 
 Two ops of the 350M training step run far below the memory bandwidth on XLA:CPU (the 2-core
-dev machine reads about 25 GB/s with 2 threads):
+dev machine reads 25-30 GB/s with 2 threads):
 
-* The gradient global norm. XLA turns each leaf's ``dot_general(x, x)`` (and every other
-  reduction form tried: ``sum(x * x)``, row or column sums first) into a materialised
-  ``x * x`` plus a tree of windowed reductions: 38 ms for a (20, 4096, 1024) fp32 leaf
-  (60-70 ms for the other forms), 5-9 GB/s, where one read pass takes about 14 ms; about
-  180 ms of every step over the ~356M gradient elements. :func:`sum_squares` reads each
-  leaf once on both cores, accumulating in double over fixed chunks added in a fixed order
-  (the result does not depend on the thread split).
+* The gradient global norm. Under the step's compiler options
+  (``train.step.compiler_options``), XLA turns each leaf's ``dot_general(x, x)`` (and every
+  other reduction form tried: ``sum(x * x)``, row or column sums first) into a materialised
+  ``x * x`` plus a tree of windowed reductions: in the training step about 180 ms of wall
+  per step over the ~356M gradient elements. Standalone, for a (20, 4096, 1024) fp32 leaf:
+  117-230 ms with those options (1.5-3 GB/s; 12.8 ms without them), where
+  :func:`sum_squares` takes 11-17 ms (20-30 GB/s): it reads each leaf once on every core,
+  accumulating in double over fixed chunks added in a fixed order (the result does not depend
+  on the thread split).
 * The 2-D transpose of the (512, 51200) LM-head logits gradient for the weight-gradient
-  product: XLA transposes it on one thread in about 130 ms. :func:`transpose2d` runs a
-  cache-blocked transpose (8x8 in-register tiles) on both cores.
+  product: XLA transposes it on one thread, 130 ms in the step, 38-70 ms standalone;
+  :func:`transpose2d` runs a cache-blocked transpose (8x8 in-register tiles) on every core
+  in 14-17 ms (10-11 ms into memory already mapped: the FFI handler asks for huge pages on
+  the fresh result, whose 4 KiB page faults otherwise cost 30-50 ms).
 
-``benchmarks/bench_cpu_ops.py`` measures both against XLA. The native path is taken only on
-the CPU backend with a single device (:func:`use_native_ops`): a custom call is opaque to
-the SPMD partitioner, so on a multi-device mesh these ops stay XLA ops that it can shard.
-Elsewhere (GPU, TPU, several devices) the functions are exactly the XLA formulas.
+``python benchmarks/bench_cpu_ops.py`` measures both against XLA (the numbers above: medians
+of 5-7 calls at load 1.5-3). The native path is taken only on the CPU backend with a single
+device (:func:`use_native_ops`): a custom call is opaque to the SPMD partitioner, so on a
+multi-device mesh these ops stay XLA ops that it can shard. Elsewhere (GPU, TPU, several
+devices) the functions are exactly the XLA formulas.
 """
 
 from __future__ import annotations
