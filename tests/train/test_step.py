@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -182,27 +184,34 @@ def test_optimizer_state_is_sharded_like_the_params() -> None:
     assert jax.tree.structure(sh) == jax.tree.structure(state)
 
 
-def test_cross_entropy_gradient_is_autodiffs() -> None:
-    # the hand-written backward of (logsumexp, picked logit) against autodiff of the plain
-    # formula, with cotangents as the loss gives them (masked positions weigh 0, z-loss on lse)
+def test_head_cross_entropy_gradient_is_autodiffs() -> None:
+    # the hand-written backward of the LM head + (logsumexp, picked logit) against autodiff of
+    # the plain formula, with cotangents as the loss gives them (masked positions weigh 0,
+    # z-loss on lse): gradients of the hidden states, the kernel and the bias
     rng = np.random.default_rng(4)
-    logits = jnp.asarray(rng.standard_normal((2, 5, 11)) * 3, jnp.float32)
-    targets = jnp.asarray(rng.integers(0, 11, (2, 5)), jnp.int32)
-    w = jnp.asarray(rng.random((2, 5)) < 0.7, jnp.float32)
+    x = jnp.asarray(rng.standard_normal((10, 6)), jnp.float32)
+    kernel = jnp.asarray(rng.standard_normal((11, 6)), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal(11), jnp.float32)
+    targets = jnp.asarray(rng.integers(0, 11, 10), jnp.int32)
+    w = jnp.asarray(rng.random(10) < 0.7, jnp.float32)
 
-    def loss(fn: object, x: jax.Array) -> jax.Array:
-        lse, picked = fn(x, targets)  # type: ignore[operator]
+    def loss(fn: object, args: tuple[jax.Array, ...]) -> jax.Array:
+        lse, picked = fn(*args, targets)  # type: ignore[operator]
         return jnp.sum((lse - picked) * w) + 1e-2 * jnp.sum(jnp.square(lse) * w)
 
-    def plain(x: jax.Array, t: jax.Array) -> tuple[jax.Array, jax.Array]:
-        return (jax.nn.logsumexp(x, axis=-1),
-                jnp.take_along_axis(x, t[..., None], axis=-1)[..., 0])  # fmt: skip
+    def plain(x: jax.Array, k: jax.Array, b: jax.Array, t: jax.Array) -> Any:
+        logits = x @ k.T + b
+        return (jax.nn.logsumexp(logits, axis=-1),
+                jnp.take_along_axis(logits, t[:, None], axis=-1)[:, 0])  # fmt: skip
 
-    got = jax.value_and_grad(lambda x: loss(step_lib.lse_and_picked, x))(logits)
-    want = jax.value_and_grad(lambda x: loss(plain, x))(logits)
+    args = (x, kernel, bias)
+    got = jax.value_and_grad(lambda a: loss(step_lib.head_lse_picked, a))(args)
+    want = jax.value_and_grad(lambda a: loss(plain, a))(args)
     np.testing.assert_allclose(got[0], want[0], rtol=1e-6)
-    np.testing.assert_allclose(got[1], want[1], rtol=1e-5, atol=1e-7)
-    assert float(jnp.max(jnp.abs(got[1][w == 0]))) == 0.0  # masked positions: no gradient
+    for g, gw in zip(got[1], want[1], strict=True):
+        np.testing.assert_allclose(g, gw, rtol=1e-5, atol=1e-6)
+    # masked positions: no gradient reaches their hidden states
+    assert float(jnp.max(jnp.abs(got[1][0][w == 0]))) == 0.0
 
 
 @pytest.mark.parametrize("scale", [0.01, 100.0])

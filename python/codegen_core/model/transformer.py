@@ -475,6 +475,7 @@ def forward(
     dense_impl: DenseImpl = "auto",
     empty_cache: bool = False,
     remat: Remat = "none",
+    return_hidden: bool = False,
 ) -> tuple[jax.Array, KVCache | None]:
     """Logits (B, T, V) in fp32 (or (B, 1, V) with ``last_only``) and the updated cache.
 
@@ -500,6 +501,9 @@ def forward(
     the XLA attention path). ``remat`` wraps each layer in ``jax.checkpoint``: "full" saves
     nothing (recomputes the layer in the backward pass), "dots" saves the matmul outputs
     without batch dimensions, "none" (default) saves everything.
+    ``return_hidden=True`` (no cache) returns the final hidden states (B, T, E) after the
+    final norm instead of the logits: the training loss applies the LM head itself, fused
+    with the cross-entropy (``train.step.head_lse_picked``).
     """
     if tokens.ndim != 2:
         raise ValueError(f"tokens must be (batch, seq), got shape {tokens.shape}")
@@ -509,6 +513,8 @@ def forward(
                     ("positions", positions), ("token_mask", token_mask)):  # fmt: skip
         if x is not None and x.shape != tokens.shape:
             raise ValueError(f"{name} must have the tokens' shape {tokens.shape}, got {x.shape}")
+    if return_hidden and cache is not None:
+        raise ValueError("return_hidden is for the full forward (no KV cache)")
     if (segment_ids is not None or prefix_mask is not None) and cache is not None:
         raise ValueError("segment_ids / prefix_mask are for the full forward (no KV cache)")
     if prefix_mask is not None and segment_ids is None:
@@ -603,6 +609,8 @@ def forward(
         x = _layer_norm(x, params["ln_f"], config.norm_eps)
     else:
         x = _rms_norm(x, params["norm"], config.norm_eps)
+    if return_hidden:
+        return x, None  # (B, T, E)
     head = params["lm_head"]
     if use_native(x, head["kernel"], dense_impl):
         logits = native_dense(x, head["kernel"])  # (B, T, V) fp32

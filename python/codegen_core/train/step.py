@@ -24,7 +24,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from codegen_core.model import axes as ax
-from codegen_core.model import transformer
+from codegen_core.model import cpu_ops, transformer
 from codegen_core.model.config import CodeGenConfig
 from codegen_core.train import optim
 
@@ -55,33 +55,57 @@ def target_mask(batch: Batch) -> jax.Array:
 
 
 @jax.custom_vjp
-def lse_and_picked(logits: jax.Array, targets: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """``(logsumexp(logits, -1), logits[..., targets])``: logits (..., V) fp32, targets (...)
-    int -> two (...) arrays; cross-entropy is their difference.
+def head_lse_picked(
+    x: jax.Array, kernel: jax.Array, bias: jax.Array, targets: jax.Array
+) -> tuple[jax.Array, jax.Array]:
+    """The LM head and what cross-entropy needs of it, as one function with a written-out
+    gradient: x (N, E) final hidden states, kernel (V, E), bias (V,), targets (N,) int ->
+    ``(logsumexp(logits), logits[targets])``, two (N,) fp32 arrays, where
+    ``logits = x @ kernel.T + bias`` (fp32); cross-entropy is their difference.
 
-    The gradient is written out (``softmax * g_lse + onehot * g_picked``, the softmax from the
-    saved logsumexp): one fused pass over the logits, where autodiff of logsumexp and of the
-    gather made several (an extra softmax pass, a scatter into a zero-filled copy).
+    Why by hand (each is a pass over the (N, V) logits, the largest array of the step, that
+    XLA:CPU ran single-threaded): the bias is added inside the reductions rather than into a
+    biased copy of the logits; the backward is one fused pass (``softmax * g_lse + onehot *
+    g_picked``, the softmax from the saved logsumexp) where autodiff of logsumexp and of the
+    gather made several (an extra softmax pass, a scatter into a zero-filled copy); and the
+    gradient's transpose for the weight product goes through ``cpu_ops.transpose2d`` (the
+    native kernel on a single CPU device), so that product is a plain (V, N) x (N, E) one.
     """
-    return _lse_picked_fwd(logits, targets)[0]
+    return _head_fwd(x, kernel, bias, targets)[0]
 
 
-def _lse_picked_fwd(logits: jax.Array, targets: jax.Array) -> tuple[Any, Any]:
-    lse = jax.nn.logsumexp(logits, axis=-1)  # (...)
-    picked = jnp.take_along_axis(logits, targets[..., None], axis=-1)[..., 0]  # (...)
-    return (lse, picked), (logits, targets, lse)
+def _head_logits(x: jax.Array, kernel: jax.Array) -> jax.Array:
+    logits = jnp.einsum("ne,ve->nv", x.astype(kernel.dtype), kernel,
+                        preferred_element_type=jnp.float32)  # fmt: skip
+    return ax.constrain(logits, (ax.BATCH, ax.ACT_VOCAB))  # (N, V) fp32, bias not added
 
 
-def _lse_picked_bwd(res: Any, g: tuple[jax.Array, jax.Array]) -> tuple[jax.Array, None]:
-    logits, targets, lse = res
-    g_lse, g_picked = g  # (...) each
-    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, logits.ndim - 1)  # (..., V)
-    onehot = vocab == targets[..., None].astype(jnp.int32)
-    d = jnp.exp(logits - lse[..., None]) * g_lse[..., None]
-    return d + jnp.where(onehot, g_picked[..., None], 0.0), None  # (..., V)
+def _head_fwd(x: jax.Array, kernel: jax.Array, bias: jax.Array, targets: jax.Array) -> Any:
+    logits = _head_logits(x, kernel)  # (N, V)
+    z = logits + bias.astype(jnp.float32)  # (N, V), fused into its consumers
+    lse = jax.nn.logsumexp(z, axis=-1)  # (N,)
+    picked = jnp.take_along_axis(z, targets[:, None], axis=-1)[:, 0]  # (N,)
+    return (lse, picked), (x, kernel, bias, targets, logits, lse)
 
 
-lse_and_picked.defvjp(_lse_picked_fwd, _lse_picked_bwd)
+def _head_bwd(res: Any, g: tuple[jax.Array, jax.Array]) -> tuple[Any, ...]:
+    x, kernel, bias, targets, logits, lse = res
+    g_lse, g_picked = g  # (N,) each
+    vocab = jax.lax.broadcasted_iota(jnp.int32, logits.shape, 1)  # (N, V)
+    onehot = vocab == targets[:, None].astype(jnp.int32)
+    z = logits + bias.astype(jnp.float32)
+    d = jnp.exp(z - lse[:, None]) * g_lse[:, None] + jnp.where(onehot, g_picked[:, None], 0.0)
+    d = ax.constrain(d, (ax.BATCH, ax.ACT_VOCAB))  # (N, V) d loss / d logits
+    dx = jnp.einsum("nv,ve->ne", d.astype(kernel.dtype), kernel,
+                    preferred_element_type=jnp.float32)  # fmt: skip  # (N, E)
+    d_t = cpu_ops.transpose2d(d)  # (V, N)
+    dk = jnp.einsum("vn,ne->ve", d_t.astype(x.dtype), x,
+                    preferred_element_type=jnp.float32)  # fmt: skip  # (V, E)
+    db = jnp.sum(d, axis=0)  # (V,)
+    return dx.astype(x.dtype), dk.astype(kernel.dtype), db.astype(bias.dtype), None
+
+
+head_lse_picked.defvjp(_head_fwd, _head_bwd)
 
 
 def loss_sums(
@@ -90,7 +114,7 @@ def loss_sums(
     """(objective sum, sums) for one (micro-)batch: the summed cross-entropy (+ z-loss)
     over counted targets, and ``{"ce", "z", "count"}`` sums for the metrics."""
     compute = transformer.cast_params(params, jnp.dtype(opts.compute_dtype))
-    logits, _ = transformer.forward(
+    hidden, _ = transformer.forward(
         compute,
         batch["tokens"],
         config,
@@ -99,7 +123,8 @@ def loss_sums(
         prefix_mask=batch.get("prefix_mask"),
         attn_impl=opts.attn_impl,  # type: ignore[arg-type]
         remat=opts.remat,  # type: ignore[arg-type]
-    )  # (B, T, V) fp32
+        return_hidden=True,
+    )  # (B, T, E)
     # position t predicts token t + 1; the last position predicts nothing (weight 0). The
     # logits are not sliced to T - 1: a slice of (B, T, V) is a copy, and its gradient a pad
     # (another), both over the largest array of the step.
@@ -107,7 +132,12 @@ def loss_sums(
     targets = jnp.concatenate([tokens[:, 1:], jnp.zeros_like(tokens[:, :1])], axis=1)  # (B, T)
     mask = target_mask(batch)  # (B, T - 1)
     mask = jnp.concatenate([mask, jnp.zeros_like(mask[:, :1])], axis=1).astype(jnp.float32)
-    lse, picked = lse_and_picked(logits, targets)  # (B, T) each
+    head = compute["lm_head"]
+    bias = head["bias"] if "bias" in head else jnp.zeros(head["kernel"].shape[:1], jnp.float32)
+    b, t, e = hidden.shape
+    lse, picked = head_lse_picked(hidden.reshape(b * t, e), head["kernel"], bias,
+                                  targets.reshape(b * t))  # fmt: skip
+    lse, picked = lse.reshape(b, t), picked.reshape(b, t)  # (B, T) each
     ce = jnp.sum((lse - picked) * mask)
     z = jnp.sum(jnp.square(lse) * mask)
     objective = ce + opts.z_loss * z if opts.z_loss else ce
