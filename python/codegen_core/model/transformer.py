@@ -357,7 +357,9 @@ def _attention_block(
     w_qkv = p["qkv"] if p["qkv"].ndim == 2 else p["qkv"].reshape(3 * nh * hs, -1)
     qkv = dense(h, w_qkv, dense_impl)  # (B, T, 3 * E)
     qkv = qkv.reshape(*qkv.shape[:2], 3, nh, hs)  # (B, T, 3, nh, hs)
-    q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]  # (B, T, nh, hs) each
+    # one split (its gradient is one concatenate), not three slices (whose gradients are
+    # three zero-padded copies of the whole qkv added together)
+    q, k, v = (t[:, :, 0] for t in jax.lax.split(qkv, (1, 1, 1), axis=2))  # (B, T, nh, hs) each
     if rope is None:  # the Pallas rotary kernel
         q = rotary_kernel(q, positions, config, interpret=config.interpret)
         k = rotary_kernel(k, positions, config, interpret=config.interpret)
