@@ -24,13 +24,16 @@ void InitKernels(py::module_& m) {
             py::capsule(reinterpret_cast<void*>(&CodegenSumSquaresCpu));
         targets["codegen_core_transpose"] =
             py::capsule(reinterpret_cast<void*>(&CodegenTransposeCpu));
+        targets["codegen_core_row_logsumexp"] =
+            py::capsule(reinterpret_cast<void*>(&CodegenRowLogSumExpCpu));
         return targets;
       },
       "XLA FFI handlers for jax.ffi.register_ffi_target(name, capsule, platform='cpu').");
   m.def("dense_uses_avx2", &codegen::linalg::DenseUsesAvx2,
         "True when the dense kernel runs its AVX2 + FMA path on this CPU.");
   m.def("reduce_uses_avx2", &codegen::linalg::ReduceUsesAvx2,
-        "True when the sum-of-squares and transpose kernels run their AVX2 paths on this CPU.");
+        "True when the sum-of-squares, transpose and row log-sum-exp kernels run their AVX2 paths\n"
+        "on this CPU.");
   m.def(
       "stream_read",
       [](const py::array& buffer, int num_threads, int reps) {

@@ -1,6 +1,7 @@
 #include "linalg/reduce.h"
 
 #include <algorithm>
+#include <cmath>
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define CODEGEN_REDUCE_X86 1
@@ -65,6 +66,32 @@ void BlockScalar(const float* src, float* dst, int64_t rows, int64_t cols, int64
   for (int64_t c = c0; c < c1; ++c) {
     for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = src[r * cols + c];
   }
+}
+
+// The log-sum-exp of a row from its max m and sum s = sum(exp(z - m)): NaN wins, then an
+// infinite max is the result (+inf; -inf for a row of all -inf or an empty row).
+float FinishLse(bool nan, float m, double s) {
+  if (nan) return NAN;
+  if (std::isinf(m)) return m;
+  return static_cast<float>(static_cast<double>(m) + std::log(s));
+}
+
+template <bool kBias>
+float RowPortable(const float* x, const float* b, int64_t cols) {
+  float m = -INFINITY;
+  bool nan = false;
+  for (int64_t i = 0; i < cols; ++i) {
+    const float z = kBias ? x[i] + b[i] : x[i];
+    nan = nan || std::isnan(z);
+    m = std::max(m, z);
+  }
+  if (nan || std::isinf(m)) return FinishLse(nan, m, 0.0);
+  double s = 0.0;
+  for (int64_t i = 0; i < cols; ++i) {
+    const float z = kBias ? x[i] + b[i] : x[i];
+    s += static_cast<double>(std::exp(z - m));
+  }
+  return FinishLse(false, m, s);
 }
 
 #if CODEGEN_REDUCE_X86
@@ -133,6 +160,110 @@ CODEGEN_AVX2 void BlocksAvx2(const float* src, float* dst, int64_t rows, int64_t
     BlockScalar(src, dst, rows, cols, k.r0, k.r1, c8, k.c1);  // right edge columns
     BlockScalar(src, dst, rows, cols, r8, k.r1, k.c0, c8);    // bottom edge rows
   }
+}
+
+// exp(x) for x <= 0 (Cephes expf: x = n ln2 + r, |r| <= ln2 / 2, with ln2 in two parts so
+// r is nearly exact; exp(r) = 1 + r + r^2 p(r), p of degree 5; times 2^n from the exponent
+// bits). ~1 ulp on [-87, 0]. Arguments below -87 (so -inf too) give exp(-87) = 1.6e-38
+// rather than 0: in a row's sum, which is at least 1 (the max term), that is below double
+// rounding for any cols < 1e21, so the sums are those of a flush to 0, and no result is
+// ever a denormal (no slow microcode assists). n is rounded by adding 1.5 * 2^23: the
+// float's low mantissa bits then hold n, so the exponent bits are (bits + 127) << 23 (the
+// constant's own bits all shift out). NaN gives garbage (callers have ruled NaN out).
+CODEGEN_AVX2 inline __m256 ExpNonPositive(__m256 x) {
+  const __m256 magic = _mm256_set1_ps(12582912.0f);  // 1.5 * 2^23
+  x = _mm256_max_ps(x, _mm256_set1_ps(-87.0f));
+  const __m256 t = _mm256_fmadd_ps(x, _mm256_set1_ps(1.44269504088896341f), magic);
+  const __m256 n = _mm256_sub_ps(t, magic);  // round(x / ln2), in [-126, 0]
+  __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+  r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+  __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+  p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+  p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), r);
+  p = _mm256_add_ps(p, _mm256_set1_ps(1.0f));
+  const __m256i e =
+      _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127)), 23);
+  return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+// z = x + b (or x) at [i, i + 8).
+template <bool kBias>
+CODEGEN_AVX2 inline __m256 LoadZ(const float* x, const float* b, int64_t i) {
+  const __m256 v = _mm256_loadu_ps(x + i);
+  return kBias ? _mm256_add_ps(v, _mm256_loadu_ps(b + i)) : v;
+}
+
+// z at [i, i + rem), rem in [1, 8), and -inf in the other lanes (no out-of-bounds reads).
+template <bool kBias>
+CODEGEN_AVX2 inline __m256 LoadZTail(const float* x, const float* b, int64_t i, int64_t rem) {
+  const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(rem)),
+                                          _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  __m256 v = _mm256_maskload_ps(x + i, mask);
+  if (kBias) v = _mm256_add_ps(v, _mm256_maskload_ps(b + i, mask));
+  return _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), v, _mm256_castsi256_ps(mask));
+}
+
+CODEGEN_AVX2 inline float HorizontalMax(__m256 v) {
+  __m128 h = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  h = _mm_max_ps(h, _mm_movehl_ps(h, h));
+  h = _mm_max_ss(h, _mm_movehdup_ps(h));
+  return _mm_cvtss_f32(h);
+}
+
+// lo, hi += the 8 floats of e (elements 0-3, 4-7), in double.
+CODEGEN_AVX2 inline void AddToDouble(__m256 e, __m256d& lo, __m256d& hi) {
+  lo = _mm256_add_pd(lo, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+  hi = _mm256_add_pd(hi, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+}
+
+// Lanes: pass 1 keeps 4 x 8 running maxima (elements i % 32), then an 8-element step and a
+// masked tail. Pass 2 takes 32 elements per step: exp of 4 vectors added pairwise in float
+// (2 roundings of terms <= 1: < 1.2e-7 relative on the step's 8 lane sums), those 8 sums
+// added into 2 x 4 double lanes; then 8-element steps and the masked tail straight into the
+// double lanes; the lanes combine in a fixed order.
+template <bool kBias>
+CODEGEN_AVX2 float RowAvx2(const float* x, const float* b, int64_t cols) {
+  const __m256 ninf = _mm256_set1_ps(-INFINITY);
+  __m256 mx[4] = {ninf, ninf, ninf, ninf};
+  __m256 unord = _mm256_setzero_ps();
+  int64_t i = 0;
+  for (; i + 32 <= cols; i += 32) {
+    for (int k = 0; k < 4; ++k) {
+      const __m256 z = LoadZ<kBias>(x, b, i + 8 * k);
+      unord = _mm256_or_ps(unord, _mm256_cmp_ps(z, z, _CMP_UNORD_Q));
+      mx[k] = _mm256_max_ps(mx[k], z);
+    }
+  }
+  for (; i < cols; i += 8) {
+    const __m256 z = i + 8 <= cols ? LoadZ<kBias>(x, b, i) : LoadZTail<kBias>(x, b, i, cols - i);
+    unord = _mm256_or_ps(unord, _mm256_cmp_ps(z, z, _CMP_UNORD_Q));
+    mx[0] = _mm256_max_ps(mx[0], z);
+  }
+  const bool nan = _mm256_movemask_ps(unord) != 0;
+  const float m =
+      HorizontalMax(_mm256_max_ps(_mm256_max_ps(mx[0], mx[1]), _mm256_max_ps(mx[2], mx[3])));
+  if (nan || std::isinf(m)) return FinishLse(nan, m, 0.0);
+
+  const __m256 vm = _mm256_set1_ps(m);
+  __m256d lo = _mm256_setzero_pd(), hi = _mm256_setzero_pd();
+  for (i = 0; i + 32 <= cols; i += 32) {
+    const __m256 e0 = ExpNonPositive(_mm256_sub_ps(LoadZ<kBias>(x, b, i), vm));
+    const __m256 e1 = ExpNonPositive(_mm256_sub_ps(LoadZ<kBias>(x, b, i + 8), vm));
+    const __m256 e2 = ExpNonPositive(_mm256_sub_ps(LoadZ<kBias>(x, b, i + 16), vm));
+    const __m256 e3 = ExpNonPositive(_mm256_sub_ps(LoadZ<kBias>(x, b, i + 24), vm));
+    AddToDouble(_mm256_add_ps(_mm256_add_ps(e0, e1), _mm256_add_ps(e2, e3)), lo, hi);
+  }
+  for (; i < cols; i += 8) {
+    const __m256 z = i + 8 <= cols ? LoadZ<kBias>(x, b, i) : LoadZTail<kBias>(x, b, i, cols - i);
+    AddToDouble(ExpNonPositive(_mm256_sub_ps(z, vm)), lo, hi);
+  }
+  alignas(32) double e[4];
+  _mm256_store_pd(e, _mm256_add_pd(lo, hi));
+  return FinishLse(false, m, (e[0] + e[1]) + (e[2] + e[3]));
 }
 
 bool CpuHasAvx2Fma() {
@@ -214,6 +345,51 @@ void TransposeBlocksPortable(const float* src, float* dst, int64_t rows, int64_t
 void TransposeReference(const float* src, float* dst, int64_t rows, int64_t cols) {
   for (int64_t r = 0; r < rows; ++r) {
     for (int64_t c = 0; c < cols; ++c) dst[c * rows + r] = src[r * cols + c];
+  }
+}
+
+void RowLogSumExp(const float* logits, const float* bias, float* out, int64_t cols,
+                  int64_t row_begin, int64_t row_end) {
+#if CODEGEN_REDUCE_X86
+  if (ReduceUsesAvx2()) {
+    for (int64_t r = row_begin; r < row_end; ++r) {
+      const float* x = logits + r * cols;
+      out[r] = bias ? RowAvx2<true>(x, bias, cols) : RowAvx2<false>(x, nullptr, cols);
+    }
+    return;
+  }
+#endif
+  RowLogSumExpPortable(logits, bias, out, cols, row_begin, row_end);
+}
+
+void RowLogSumExpPortable(const float* logits, const float* bias, float* out, int64_t cols,
+                          int64_t row_begin, int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* x = logits + r * cols;
+    out[r] = bias ? RowPortable<true>(x, bias, cols) : RowPortable<false>(x, nullptr, cols);
+  }
+}
+
+void RowLogSumExpReference(const float* logits, const float* bias, float* out, int64_t cols,
+                           int64_t row_begin, int64_t row_end) {
+  for (int64_t r = row_begin; r < row_end; ++r) {
+    const float* x = logits + r * cols;
+    auto z = [&](int64_t i) {
+      return static_cast<double>(x[i]) + (bias ? static_cast<double>(bias[i]) : 0.0);
+    };
+    double m = -INFINITY;
+    bool nan = false;
+    for (int64_t i = 0; i < cols; ++i) {
+      nan = nan || std::isnan(z(i));
+      m = std::max(m, z(i));
+    }
+    if (nan || std::isinf(m)) {
+      out[r] = nan ? NAN : static_cast<float>(m);
+      continue;
+    }
+    double s = 0.0;
+    for (int64_t i = 0; i < cols; ++i) s += std::exp(z(i) - m);
+    out[r] = static_cast<float>(m + std::log(s));
   }
 }
 

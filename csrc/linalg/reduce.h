@@ -1,8 +1,9 @@
 // Memory-bound CPU kernels for the training step: the sum of squares of a float array (the
-// gradient global norm) and a 2-D transpose. XLA:CPU runs both 3-5x below the memory
-// bandwidth on the dev machine (a materialised x * x plus windowed reductions; a
-// single-threaded transpose), so the JAX code calls these through XLA FFI
-// (xla_ffi/reduce_ffi.h).
+// gradient global norm), a 2-D transpose and a row-wise log-sum-exp with bias (the LM head's
+// cross-entropy). XLA:CPU runs the first two 3-5x below the memory bandwidth on the dev
+// machine (a materialised x * x plus windowed reductions; a single-threaded transpose) and
+// writes logits + bias out as a fresh array before its windowed log-sum-exp reductions, so
+// the JAX code calls these through XLA FFI (xla_ffi/reduce_ffi.h).
 //
 // Sum of squares: the array is cut into fixed chunks of kSumSquaresChunk elements; each
 // chunk's sum is computed in double (every f32 square is exact in double) with a fixed lane
@@ -61,6 +62,32 @@ void TransposeBlocksPortable(const float* src, float* dst, int64_t rows, int64_t
 
 // The plain double loop: the reference.
 void TransposeReference(const float* src, float* dst, int64_t rows, int64_t cols);
+
+// Row-wise log-sum-exp with an optional bias (the LM head's cross-entropy normaliser):
+// logits is (rows, cols) row-major, bias is (cols,) or null (no bias), and for each row r in
+// [row_begin, row_end), with z = logits[r, :] + bias (an fp32 add, as in JAX):
+//   out[r] = m + log(sum(exp(z - m))),  m = max(z),
+// like jax.nn.logsumexp(z): a NaN anywhere gives NaN, else a +inf gives +inf, a row of all
+// -inf (or cols = 0) gives -inf. Two passes per row (the max, then the sum; a (51200,) row
+// and the bias are 400 KB, so the second pass reads them from L2), the sum of exp in double
+// with a fixed lane layout, so the result is within ~1e-7 relative of float64 arithmetic.
+// A row is computed by one call, in a fixed order: the result does not depend on how the
+// caller splits rows over threads.
+//
+// The fastest path this CPU has: AVX2 + FMA with a vectorised expf (Cephes range reduction
+// and polynomial, ~1 ulp on [-87, 0]; below -87 the terms are negligible against the sum,
+// which is at least 1), 4 terms per lane added in float before the double lanes, or the
+// portable loops below. Both are within 3e-7 relative of the double reference (tested).
+void RowLogSumExp(const float* logits, const float* bias, float* out, int64_t cols,
+                  int64_t row_begin, int64_t row_end);
+
+// Scalar loops with std::exp on float, the sum in double (exposed so tests check them).
+void RowLogSumExpPortable(const float* logits, const float* bias, float* out, int64_t cols,
+                          int64_t row_begin, int64_t row_end);
+
+// Everything in double with std::exp (z = double(logits) + double(bias)): the reference.
+void RowLogSumExpReference(const float* logits, const float* bias, float* out, int64_t cols,
+                           int64_t row_begin, int64_t row_end);
 
 // True when the kernels above use their AVX2 + FMA paths on this CPU.
 bool ReduceUsesAvx2();

@@ -1,7 +1,7 @@
-// The sum-of-squares and transpose kernels against their plain references: odd sizes,
-// empty, one element, lengths around the 32-lane step and the chunk size, non-multiple-of-8
-// and non-multiple-of-block shapes; the sum's bits independent of the thread split and equal
-// on the AVX2 and portable paths.
+// The sum-of-squares, transpose and row log-sum-exp kernels against their plain references:
+// odd sizes, empty, one element, lengths around the 32-lane step and the chunk size,
+// non-multiple-of-8 and non-multiple-of-block shapes; the sum's bits independent of the
+// thread split and equal on the AVX2 and portable paths; log-sum-exp's NaN / inf rules.
 #include <atomic>
 #include <cmath>
 #include <cstdint>
@@ -109,4 +109,110 @@ TEST(TransposeMatchesReference) {
   CHECK_EQ(la::TransposeNumBlocks(0, 5), int64_t{0});
   CHECK_EQ(la::TransposeNumBlocks(5, 0), int64_t{0});
   CHECK_EQ(la::TransposeNumBlocks(65, 64), int64_t{2});
+}
+
+namespace {
+
+// |got - want| <= tol * max(1, |want|), or both the same non-finite value. Both paths pass
+// at 1.5e-7 on this data (the float result's own rounding is 6e-8); the tests ask 3e-7.
+bool LseClose(float got, float want, double tol) {
+  if (std::isnan(want)) return std::isnan(got);
+  if (std::isinf(want)) return got == want;
+  const double w = want;
+  return std::fabs(static_cast<double>(got) - w) <= tol * std::max(1.0, std::fabs(w));
+}
+
+using LseFn = void (*)(const float*, const float*, float*, int64_t, int64_t, int64_t);
+
+// Every row of (rows, cols) by `fn` in two calls (as the threaded caller splits rows) against
+// the double reference.
+void CheckLse(LseFn fn, const std::vector<float>& x, const float* bias, int64_t rows,
+              int64_t cols, double tol, const char* what) {
+  std::vector<float> ref(static_cast<size_t>(rows), 0.0f), got(static_cast<size_t>(rows), 0.5f);
+  la::RowLogSumExpReference(x.data(), bias, ref.data(), cols, 0, rows);
+  fn(x.data(), bias, got.data(), cols, 0, rows / 2);
+  fn(x.data(), bias, got.data(), cols, rows / 2, rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    if (!LseClose(got[r], ref[r], tol)) {
+      CHECK(false && "row log-sum-exp differs from the reference");
+      std::cerr << "  " << what << " rows=" << rows << " cols=" << cols << " row " << r
+                << " got=" << got[r] << " ref=" << ref[r] << "\n";
+      return;
+    }
+  }
+}
+
+}  // namespace
+
+TEST(RowLogSumExpMatchesReference) {
+  const int64_t cols_list[] = {1, 2, 7, 8, 9, 15, 16, 17, 31, 32, 33, 100, 1000, 4099, 51200};
+  for (LseFn fn : {&la::RowLogSumExp, &la::RowLogSumExpPortable}) {
+    for (int64_t cols : cols_list) {
+      const int64_t rows = cols >= 4096 ? 3 : 6;
+      auto x = Normal(rows * cols, static_cast<uint32_t>(cols * 3 + 1));
+      auto bias = Normal(cols, static_cast<uint32_t>(cols + 5));
+      // row 0: unit scale; row 1: large magnitudes (a spread of ~300: most terms flush);
+      // row 2: tiny magnitudes (every term ~1); later rows: -inf entries and offsets
+      for (int64_t c = 0; c < cols; ++c) {
+        x[cols + c] *= 100.0f;
+        x[2 * cols + c] *= 1e-6f;
+        if (rows > 3 && c % 3 == 1) x[3 * cols + c] = -INFINITY;
+        if (rows > 4) x[4 * cols + c] += 1000.0f;
+        if (rows > 5) x[5 * cols + c] -= 3000.0f;
+      }
+      CheckLse(fn, x, bias.data(), rows, cols, 3e-7, "bias");
+      CheckLse(fn, x, nullptr, rows, cols, 3e-7, "no bias");
+    }
+  }
+}
+
+TEST(RowLogSumExpSpecialValues) {
+  const int64_t cols = 19;  // 16 + a masked tail of 3
+  const int64_t rows = 7;
+  std::vector<float> x(static_cast<size_t>(rows * cols), 0.25f);
+  std::vector<float> bias(static_cast<size_t>(cols), 0.0f);
+  for (int64_t c = 0; c < cols; ++c) x[c] = -INFINITY;  // row 0: all -inf -> -inf
+  x[1 * cols + 17] = NAN;                                 // row 1: NaN in the tail -> NaN
+  x[2 * cols + 4] = INFINITY;                             // row 2: +inf -> +inf
+  x[3 * cols + 4] = INFINITY;                             // row 3: +inf and NaN -> NaN
+  x[3 * cols + 5] = NAN;
+  x[4 * cols + 18] = INFINITY;                            // row 4: +inf in the tail
+  x[5 * cols + 0] = 88.0f;                                // row 5: exp(88) overflows f32
+  for (int64_t c = 0; c < cols; ++c) x[6 * cols + c] = -INFINITY;
+  x[6 * cols + 18] = -2.0f;  // row 6: one finite entry (in the tail) -> exactly it
+  for (LseFn fn : {&la::RowLogSumExp, &la::RowLogSumExpPortable}) {
+    std::vector<float> out(static_cast<size_t>(rows), 0.5f);
+    fn(x.data(), bias.data(), out.data(), cols, 0, rows);
+    CHECK(std::isinf(out[0]) && out[0] < 0);
+    CHECK(std::isnan(out[1]));
+    CHECK(std::isinf(out[2]) && out[2] > 0);
+    CHECK(std::isnan(out[3]));
+    CHECK(std::isinf(out[4]) && out[4] > 0);
+    CHECK(LseClose(out[5], static_cast<float>(88.0 + std::log1p(18 * std::exp(0.25 - 88.0))),
+                   1e-6));
+    CHECK_EQ(out[6], -2.0f);
+    // +inf logits and -inf bias make a NaN: jax.nn.logsumexp gives NaN too
+    std::vector<float> b2(bias);
+    b2[4] = -INFINITY;
+    fn(x.data(), b2.data(), out.data(), cols, 2, 3);
+    CHECK(std::isnan(out[2]));
+    // cols = 0: log(0) = -inf; rows = 0 (an empty range): nothing written
+    float empty = 0.5f;
+    fn(nullptr, nullptr, &empty, 0, 0, 1);
+    CHECK(std::isinf(empty) && empty < 0);
+    empty = 0.5f;
+    fn(x.data(), bias.data(), &empty, cols, 0, 0);
+    CHECK_EQ(empty, 0.5f);
+  }
+}
+
+TEST(RowLogSumExpOneColumnIsExact) {
+  // V = 1: log(exp(z - z)) = 0, so the result is z itself
+  const auto x = Normal(37, 11);
+  const float bias = 0.75f;
+  std::vector<float> out(37, 0.0f);
+  la::RowLogSumExp(x.data(), &bias, out.data(), 1, 0, 37);
+  bool exact = true;
+  for (size_t r = 0; r < 37; ++r) exact = exact && out[r] == x[r] + bias;
+  CHECK(exact);
 }

@@ -131,6 +131,40 @@ ffi::Error TransposeImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
   return ffi::Error::Success();
 }
 
+// Rows per task: about 64 Ki elements (256 KiB of logits) each, at least one row.
+constexpr int64_t kLseTaskElements = int64_t{1} << 16;
+
+ffi::Error RowLogSumExpImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> logits,
+                            ffi::Buffer<ffi::F32> bias, ffi::ResultBuffer<ffi::F32> out) {
+  const auto l_dims = logits.dimensions();
+  const auto b_dims = bias.dimensions();
+  const auto o_dims = out->dimensions();
+  if (l_dims.size() != 2) {
+    return ffi::Error::InvalidArgument(
+        "codegen_core_row_logsumexp: logits must be 2-D (n, v), got " + ShapeString(l_dims));
+  }
+  const int64_t rows = l_dims[0], cols = l_dims[1];
+  if (b_dims.size() != 1 || b_dims[0] != cols) {
+    return ffi::Error::InvalidArgument("codegen_core_row_logsumexp: bias must be (v,) = [" +
+                                       std::to_string(cols) + "] for logits " +
+                                       ShapeString(l_dims) + ", got " + ShapeString(b_dims));
+  }
+  if (o_dims.size() != 1 || o_dims[0] != rows) {
+    return ffi::Error::InvalidArgument("codegen_core_row_logsumexp: result must be (n,) = [" +
+                                       std::to_string(rows) + "] for logits " +
+                                       ShapeString(l_dims) + ", got " + ShapeString(o_dims));
+  }
+  const float* x = logits.typed_data();
+  const float* b = bias.typed_data();
+  float* y = out->typed_data();
+  const int64_t rows_per_task = std::max<int64_t>(1, kLseTaskElements / std::max<int64_t>(cols, 1));
+  const int64_t tasks = (rows + rows_per_task - 1) / rows_per_task;
+  ParallelFor(pool, tasks, [=](int64_t t) {
+    la::RowLogSumExp(x, b, y, cols, t * rows_per_task, std::min(rows, (t + 1) * rows_per_task));
+  });
+  return ffi::Error::Success();
+}
+
 }  // namespace
 }  // namespace codegen::xla_ffi
 
@@ -143,5 +177,12 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(CodegenSumSquaresCpu, codegen::xla_ffi::SumSquares
 XLA_FFI_DEFINE_HANDLER_SYMBOL(CodegenTransposeCpu, codegen::xla_ffi::TransposeImpl,
                               ffi::Ffi::Bind()
                                   .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>());
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(CodegenRowLogSumExpCpu, codegen::xla_ffi::RowLogSumExpImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::ThreadPool>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
                                   .Arg<ffi::Buffer<ffi::F32>>()
                                   .Ret<ffi::Buffer<ffi::F32>>());

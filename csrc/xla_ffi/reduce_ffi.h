@@ -4,8 +4,11 @@
 //   codegen_core_sum_squares(x: f32[any shape]) -> f32[]   sum of x^2 (no sqrt), computed in
 //       double over fixed chunks added in chunk order (deterministic), rounded to f32 once.
 //   codegen_core_transpose(x: f32[r, c]) -> f32[c, r]       exact.
+//   codegen_core_row_logsumexp(logits: f32[n, v], bias: f32[v]) -> f32[n]
+//       log(sum(exp(logits + bias), axis=-1)) with jax.nn.logsumexp's NaN / inf rules, the
+//       sum in double (within ~2e-7 relative of float64), one row per thread (deterministic).
 //
-// Both split their work (sum chunks, transpose blocks) into tasks that XLA's intra-op thread
+// All split their work (sum chunks, transpose blocks, rows) into tasks that XLA's intra-op thread
 // pool and the calling thread claim from a shared counter; the caller only ever waits for
 // tasks another thread is already running, so it cannot deadlock on a busy pool (the scheme
 // of dense_ffi.h). Bad operands return an InvalidArgument error naming the operand. A large
@@ -18,5 +21,6 @@
 
 extern "C" XLA_FFI_Error* CodegenSumSquaresCpu(XLA_FFI_CallFrame* call_frame);
 extern "C" XLA_FFI_Error* CodegenTransposeCpu(XLA_FFI_CallFrame* call_frame);
+extern "C" XLA_FFI_Error* CodegenRowLogSumExpCpu(XLA_FFI_CallFrame* call_frame);
 
 #endif  // CODEGEN_XLA_FFI_REDUCE_FFI_H_

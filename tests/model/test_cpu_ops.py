@@ -1,5 +1,5 @@
-"""The native CPU sum-of-squares and transpose kernels (model/cpu_ops.py via XLA FFI) against
-numpy, under jit and grad, and the XLA fallback with several devices."""
+"""The native CPU sum-of-squares, transpose and row log-sum-exp kernels (model/cpu_ops.py via
+XLA FFI) against numpy, under jit and grad, and the XLA fallback with several devices."""
 
 from __future__ import annotations
 
@@ -35,7 +35,8 @@ def _sum_squares_f64(x: np.ndarray) -> float:
 def test_native_targets_are_registered() -> None:
     assert cpu_ops.native_ops_available()
     assert cpu_ops.use_native_ops()  # the pytest process: CPU, one device
-    assert {"codegen_core_sum_squares", "codegen_core_transpose"} <= set(_core.xla_ffi_targets())
+    names = {"codegen_core_sum_squares", "codegen_core_transpose", "codegen_core_row_logsumexp"}
+    assert names <= set(_core.xla_ffi_targets())
     assert isinstance(_core.reduce_uses_avx2(), bool)
 
 
@@ -166,8 +167,115 @@ def test_several_devices_stay_on_xla() -> None:
         norm = jax.jit(optim.global_norm)({"w": xs})
         np.testing.assert_allclose(float(norm), np.sqrt(np.sum(x.astype(np.float64) ** 2)),
                                    rtol=1e-6)
+        b = np.random.default_rng(1).normal(size=(77,)).astype(np.float32)
+        lse = jax.jit(cpu_ops.row_logsumexp)
+        assert "codegen_core" not in lse.lower(jnp.asarray(x), jnp.asarray(b)).as_text()
+        z = x.astype(np.float64) + b
+        np.testing.assert_allclose(np.asarray(lse(jnp.asarray(x), jnp.asarray(b))),
+                                   np.log(np.sum(np.exp(z), axis=-1)), rtol=1e-6)
         print("ok")
         """
     )
     proc = run_python(["-c", script], devices=8, timeout=180)
     assert proc.stdout.strip().endswith("ok")
+
+
+def _lse_f64(logits: np.ndarray, bias: np.ndarray) -> np.ndarray:
+    z = logits.astype(np.float64) + bias.astype(np.float64)
+    with np.errstate(divide="ignore"):  # log(0) of a row of all -inf (where() drops it)
+        m = np.max(z, axis=-1, initial=-np.inf)
+        finite = np.isfinite(m)
+        m0 = np.where(finite, m, 0.0)
+        return np.where(finite, m + np.log(np.sum(np.exp(z - m0[:, None]), axis=-1)), m)
+
+
+# the step's (7, 51200)-ish, V = 1, V not a multiple of 8 or 32, N = 0, V = 0
+LSE_SHAPES = [(7, 51200), (3, 1), (5, 7), (4, 33), (2, 1000), (0, 9), (3, 0), (1, 8)]
+
+
+@pytest.mark.parametrize("shape", LSE_SHAPES)
+def test_row_logsumexp_matches_numpy(shape: tuple[int, int]) -> None:
+    rng = np.random.default_rng(shape[0] * 31 + shape[1])
+    logits = (4.0 * rng.standard_normal(shape)).astype(np.float32)
+    bias = rng.standard_normal(shape[1]).astype(np.float32)
+    f = jax.jit(cpu_ops.row_logsumexp)
+    assert "codegen_core_row_logsumexp" in f.lower(logits, bias).as_text()
+    got = f(jnp.asarray(logits), jnp.asarray(bias))
+    assert got.shape == (shape[0],) and got.dtype == jnp.float32
+    np.testing.assert_allclose(np.asarray(got), _lse_f64(logits, bias), rtol=1e-6)
+    # deterministic: the same bits on every call
+    assert all(np.array_equal(np.asarray(f(logits, bias)), np.asarray(got)) for _ in range(2))
+
+
+def test_row_logsumexp_large_small_and_special_values() -> None:
+    rng = np.random.default_rng(7)
+    v = 4099
+    logits = rng.standard_normal((9, v)).astype(np.float32)
+    bias = rng.standard_normal(v).astype(np.float32)
+    logits[0] *= 300.0  # most terms flush: the max dominates
+    logits[1] *= 1e-6  # every term ~ exp(bias)
+    logits[2] += 3000.0
+    logits[3, ::3] = -np.inf
+    logits[4] = -np.inf  # all -inf -> -inf
+    logits[5, 4098] = np.nan  # NaN in the masked tail -> NaN
+    logits[6, 10] = np.inf  # +inf -> +inf
+    logits[7, 10], logits[7, 11] = np.inf, np.nan  # NaN wins
+    logits[8, 5] = np.inf  # +inf logit, -inf bias: NaN, as jax.nn.logsumexp
+    bias_8 = bias.copy()
+    got = np.asarray(jax.jit(cpu_ops.row_logsumexp)(logits, bias))
+    want = np.asarray(jax.nn.logsumexp(jnp.asarray(logits) + jnp.asarray(bias), axis=-1))
+    np.testing.assert_allclose(got[:4], _lse_f64(logits[:4], bias), rtol=1e-6)
+    assert got[4] == -np.inf and np.isnan(got[5]) and got[6] == np.inf and np.isnan(got[7])
+    np.testing.assert_array_equal(got[4:8], want[4:8])  # the same non-finite results
+    bias_8[5] = -np.inf
+    got_8 = np.asarray(cpu_ops.row_logsumexp(jnp.asarray(logits[8:]), jnp.asarray(bias_8)))
+    assert np.isnan(got_8[0])
+
+
+def test_row_logsumexp_gradients() -> None:
+    rng = np.random.default_rng(8)
+    logits = jnp.asarray(3.0 * rng.standard_normal((6, 203)), jnp.float32)
+    bias = jnp.asarray(rng.standard_normal(203), jnp.float32)
+    w = jnp.asarray(rng.standard_normal(6), jnp.float32)
+
+    def loss(f):
+        return lambda x, b: jnp.sum(jnp.sin(f(x, b)) * w)
+
+    plain = loss(lambda x, b: jax.nn.logsumexp(x + b, axis=-1))
+    f = jax.jit(jax.value_and_grad(loss(cpu_ops.row_logsumexp), argnums=(0, 1)))
+    assert "codegen_core_row_logsumexp" in f.lower(logits, bias).as_text()
+    val, (g_x, g_b) = f(logits, bias)
+    want_val, (want_x, want_b) = jax.value_and_grad(plain, argnums=(0, 1))(logits, bias)
+    np.testing.assert_allclose(float(val), float(want_val), rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(g_x), np.asarray(want_x), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(g_b), np.asarray(want_b), rtol=1e-5, atol=1e-6)
+
+
+def test_row_logsumexp_other_dtypes_bad_shapes_and_vmap() -> None:
+    rng = np.random.default_rng(9)
+    logits = rng.standard_normal((4, 50)).astype(np.float32)
+    bias = rng.standard_normal(50).astype(np.float32)
+    # bf16 logits or bias: jax.nn.logsumexp, no custom call
+    for x, b in [(logits.astype(ml_dtypes.bfloat16), bias), (logits, bias.astype(jnp.bfloat16))]:
+        f = jax.jit(cpu_ops.row_logsumexp)
+        assert "codegen_core" not in f.lower(x, b).as_text()
+        want = jax.nn.logsumexp(jnp.asarray(x) + jnp.asarray(b), axis=-1)
+        np.testing.assert_array_equal(np.asarray(f(x, b)), np.asarray(want))
+    with pytest.raises(ValueError, match=r"logits must be \(N, V\).*\[4, 50\].*\[49\]"):
+        cpu_ops.row_logsumexp(jnp.asarray(logits), jnp.asarray(bias[:49]))
+    with pytest.raises(ValueError, match="logits must be"):
+        cpu_ops.row_logsumexp(jnp.asarray(logits[None]), jnp.asarray(bias))
+    # the kernel itself checks what reaches it, naming the operand
+    call = jax.ffi.ffi_call("codegen_core_row_logsumexp", jax.ShapeDtypeStruct((4,), jnp.float32))
+    with pytest.raises(Exception, match="bias must be"):
+        jax.block_until_ready(call(jnp.asarray(logits), jnp.asarray(bias[:49])))
+    with pytest.raises(Exception, match="logits must be 2-D"):
+        jax.block_until_ready(call(jnp.asarray(logits[None]), jnp.asarray(bias)))
+    bad = jax.ffi.ffi_call("codegen_core_row_logsumexp", jax.ShapeDtypeStruct((5,), jnp.float32))
+    with pytest.raises(Exception, match="result must be"):
+        jax.block_until_ready(bad(jnp.asarray(logits), jnp.asarray(bias)))
+    xs = jnp.stack([jnp.asarray(logits), 2 * jnp.asarray(logits)])
+    got = jax.vmap(cpu_ops.row_logsumexp, in_axes=(0, None))(xs, jnp.asarray(bias))
+    np.testing.assert_allclose(
+        np.asarray(got), np.stack([_lse_f64(np.asarray(x), bias) for x in xs]), rtol=1e-6
+    )
