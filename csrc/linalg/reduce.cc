@@ -224,9 +224,11 @@ CODEGEN_AVX2 inline void AddToDouble(__m256 e, __m256d& lo, __m256d& hi) {
 // masked tail. Pass 2 takes 32 elements per step: exp of 4 vectors added pairwise in float
 // (2 roundings of terms <= 1: < 1.2e-7 relative on the step's 8 lane sums), those 8 sums
 // added into 2 x 4 double lanes; then 8-element steps and the masked tail straight into the
-// double lanes; the lanes combine in a fixed order.
+// double lanes; the lanes combine in a fixed order. `next` (or null): the row to prefetch
+// into L2 during pass 2, so that its pass 1 does not wait on memory (single thread,
+// (512, 51200): 18-19 ms without, 14.5-15 ms with).
 template <bool kBias>
-CODEGEN_AVX2 float RowAvx2(const float* x, const float* b, int64_t cols) {
+CODEGEN_AVX2 float RowAvx2(const float* x, const float* b, int64_t cols, const float* next) {
   const __m256 ninf = _mm256_set1_ps(-INFINITY);
   __m256 mx[4] = {ninf, ninf, ninf, ninf};
   __m256 unord = _mm256_setzero_ps();
@@ -255,6 +257,10 @@ CODEGEN_AVX2 float RowAvx2(const float* x, const float* b, int64_t cols) {
     const __m256 e1 = ExpNonPositive(_mm256_sub_ps(LoadZ<kBias>(x, b, i + 8), vm));
     const __m256 e2 = ExpNonPositive(_mm256_sub_ps(LoadZ<kBias>(x, b, i + 16), vm));
     const __m256 e3 = ExpNonPositive(_mm256_sub_ps(LoadZ<kBias>(x, b, i + 24), vm));
+    if (next) {  // the next row's 2 cache lines here into L2, under this pass's arithmetic
+      _mm_prefetch(reinterpret_cast<const char*>(next + i), _MM_HINT_T1);
+      _mm_prefetch(reinterpret_cast<const char*>(next + i + 16), _MM_HINT_T1);
+    }
     AddToDouble(_mm256_add_ps(_mm256_add_ps(e0, e1), _mm256_add_ps(e2, e3)), lo, hi);
   }
   for (; i < cols; i += 8) {
@@ -354,7 +360,8 @@ void RowLogSumExp(const float* logits, const float* bias, float* out, int64_t co
   if (ReduceUsesAvx2()) {
     for (int64_t r = row_begin; r < row_end; ++r) {
       const float* x = logits + r * cols;
-      out[r] = bias ? RowAvx2<true>(x, bias, cols) : RowAvx2<false>(x, nullptr, cols);
+      const float* next = r + 1 < row_end ? x + cols : nullptr;
+      out[r] = bias ? RowAvx2<true>(x, bias, cols, next) : RowAvx2<false>(x, nullptr, cols, next);
     }
     return;
   }

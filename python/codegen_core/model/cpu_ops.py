@@ -20,16 +20,16 @@ Three ops of the 350M training step run far below the memory bandwidth on XLA:CP
 * The LM head's ``logsumexp(logits + bias, axis=-1)`` over the (512, 51200) fp32 logits:
   XLA:CPU rewrites the 51200-long reductions into windowed tree reductions that cannot fuse
   their input, so it first writes ``logits + bias`` out as a fresh (N, V) array (page faults
-  and single-threaded writes): 91-99 ms standalone, ~115 ms in the step.
-  :func:`row_logsumexp` reads the logits and the bias once, two passes per row in L2 (the
-  max, then a vectorised expf summed in double): 18-26 ms standalone at load 2-3 (the two
-  cores busy with other work: 17 ms on one thread in C++, where the max pass is 7 ms of
-  memory reads and the exp pass 10 ms of arithmetic), 3.5-3.8x faster than XLA.
+  and single-threaded writes): 54-57 ms standalone at load 1.5 (91-99 ms at load 2.5-3),
+  ~115 ms in the step. :func:`row_logsumexp` reads the logits and the bias once, two passes
+  per row in L2 (the max, then a vectorised expf summed in double, prefetching the next row
+  meanwhile): 9.8-10.5 ms at load 1.5, 5.3-5.7x faster than XLA (one thread in C++: 14.5 ms,
+  of which the exp pass is ~10 ms of arithmetic; without the prefetch 18-19 ms).
 
 ``python benchmarks/bench_cpu_ops.py`` measures all three against XLA (the numbers above:
-medians of 5-7 calls at load 1.5-3). The native path is taken only on the CPU backend with a single
-device (:func:`use_native_ops`): a custom call is opaque to the SPMD partitioner, so on a
-multi-device mesh these ops stay XLA ops that it can shard. Elsewhere (GPU, TPU, several
+medians of 5-7 calls at load 1.5-3). The native path is taken only on the CPU backend with a
+single device (:func:`use_native_ops`): a custom call is opaque to the SPMD partitioner, so
+on a multi-device mesh these ops stay XLA ops that it can shard. Elsewhere (GPU, TPU, several
 devices) the functions are exactly the XLA formulas.
 """
 
@@ -176,7 +176,7 @@ def row_logsumexp(logits: jax.Array, bias: jax.Array) -> jax.Array:
     as ``jax.nn.logsumexp``; within 1.5e-7 relative of float64 arithmetic on the tests' data
     (asserted: 3e-7 in the C++ tests, 1e-6 in the Python ones).
     It exists because XLA:CPU materialises ``logits + bias`` before its windowed reductions:
-    (512, 51200) fp32 takes 91-99 ms on XLA and 18-26 ms here (module docstring).
+    (512, 51200) fp32 takes 54-57 ms on XLA and 10 ms here at load 1.5 (module docstring).
     Differentiable (reverse mode): d/d logits = ``exp(logits + bias - lse) * g``, d/d bias
     its column sum.
     """
