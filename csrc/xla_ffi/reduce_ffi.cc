@@ -68,7 +68,7 @@ std::string ShapeString(ffi::Span<const int64_t> dims) {
 
 ffi::Error SumSquaresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                           ffi::ResultBuffer<ffi::F32> out) {
-  if (out->element_count() != 1 || !out->dimensions().size() == 0) {
+  if (out->element_count() != 1 || out->dimensions().size() != 0) {
     return ffi::Error::InvalidArgument("codegen_core_sum_squares: result must be a scalar, got " +
                                        ShapeString(out->dimensions()));
   }
