@@ -206,6 +206,21 @@ TEST(RowLogSumExpSpecialValues) {
   }
 }
 
+TEST(RowLogSumExpIsIndependentOfTheRowSplit) {
+  // one call over all rows (each next row prefetched) and one call per row: the same bits
+  const int64_t rows = 9, cols = 5000;
+  const auto x = Normal(rows * cols, 21);
+  const auto bias = Normal(cols, 22);
+  std::vector<float> all(rows), each(rows);
+  la::RowLogSumExp(x.data(), bias.data(), all.data(), cols, 0, rows);
+  for (int64_t r = 0; r < rows; ++r) {
+    la::RowLogSumExp(x.data(), bias.data(), each.data(), cols, r, r + 1);
+  }
+  bool same = true;
+  for (int64_t r = 0; r < rows; ++r) same = same && all[r] == each[r];
+  CHECK(same);
+}
+
 TEST(RowLogSumExpOneColumnIsExact) {
   // V = 1: log(exp(z - z)) = 0, so the result is z itself
   const auto x = Normal(37, 11);
