@@ -49,9 +49,9 @@ def compare(
     nbytes: int,
     *,
     rtol: float | None = None,
-) -> None:
-    """Medians of both jitted ops on the argument(s) x; results equal (within rtol if given,
-    else exactly; scalars within 1e-4)."""
+) -> tuple[float, float]:
+    """Medians of both jitted ops on the argument(s) x (seconds: native, XLA); results equal
+    (within rtol if given, else exactly; scalars within 1e-4)."""
     args = x if isinstance(x, tuple) else (x,)
     opts = compiler_options("cpu")
     f_native = jax.jit(native, compiler_options=opts)
@@ -70,6 +70,7 @@ def compare(
         f"{name:34s} native {1e3 * n:7.1f} ms ({nbytes / n / 1e9:5.1f} GB/s)   "
         f"xla {1e3 * q:7.1f} ms ({nbytes / q / 1e9:5.1f} GB/s)   xla/native {q / n:5.2f}x"
     )
+    return n, q
 
 
 def main() -> None:
@@ -78,9 +79,10 @@ def main() -> None:
     print(f"jax {jax.__version__}, {os.cpu_count()} CPUs, load average {os.getloadavg()}")
     print(f"median of {REPS} calls each; GB/s counts bytes read (+ written for the transpose)")
     rng = np.random.default_rng(0)
+    times: dict[str, tuple[float, float]] = {}
     for shape in [(20, 4096, 1024), (51200, 1024)]:
         x = jnp.asarray(rng.standard_normal(shape, np.float32))
-        compare(
+        times[f"sum of squares {shape}"] = compare(
             f"sum_squares {shape}",
             cpu_ops._native_sum_squares,
             cpu_ops._xla_sum_squares,
@@ -90,13 +92,15 @@ def main() -> None:
         del x
     for shape in [(512, 51200), (51200, 512)]:
         x = jnp.asarray(rng.standard_normal(shape, np.float32))
-        compare(f"transpose {shape}", cpu_ops._native_transpose, jnp.transpose, x, x.size * 8)
+        times[f"transpose {shape}"] = compare(
+            f"transpose {shape}", cpu_ops._native_transpose, jnp.transpose, x, x.size * 8
+        )
         del x
     # the LM head's log-sum-exp: (N, V) logits of the 350M step (N = 512 tokens per device
     # step) plus the (V,) bias; XLA as one jitted jax.nn.logsumexp(logits + bias, -1)
     logits = jnp.asarray(4.0 * rng.standard_normal((512, 51200), np.float32))
     bias = jnp.asarray(rng.standard_normal((51200,), np.float32))
-    compare(
+    times["row logsumexp (512, 51200) + bias"] = compare(
         "row_logsumexp (512, 51200) + bias",
         cpu_ops._native_row_logsumexp,
         cpu_ops._xla_row_logsumexp,
@@ -104,6 +108,13 @@ def main() -> None:
         (logits.size + bias.size) * 4,
         rtol=1e-5,
     )
+    from _record import record, row  # noqa: PLC0415 (benchmarks/ is on sys.path)
+
+    record("cpu_ops", [
+        row(f"native CPU kernel: {name}, fp32, median of {REPS}", 1e3 * n, 1e3 * q, unit="ms",
+            peer="XLA:CPU (same op, jitted, the train step's options)", ratio=q / n)
+        for name, (n, q) in times.items()
+    ])  # fmt: skip
 
 
 if __name__ == "__main__":
