@@ -214,6 +214,33 @@ def test_head_cross_entropy_gradient_is_autodiffs() -> None:
     assert float(jnp.max(jnp.abs(got[1][0][w == 0]))) == 0.0
 
 
+@pytest.mark.parametrize("arch", ["codegen", "llama"])
+def test_loss_and_gradient_are_the_plain_formulas(arch: str) -> None:
+    # the trainer's loss (the LM head fused with the cross-entropy, native kernels on one CPU
+    # device) against the model's logits and optax's cross-entropy, value and gradient, for
+    # the biased (CodeGen) and the bias-free (LLaMA) head
+    config = MODEL if arch == "codegen" else MODEL.replace(arch="llama", rotary_dim=None)
+    params = transformer.init(config, jax.random.key(3), stacked=True)
+    batch = {k: jnp.asarray(v) for k, v in _batch(5).items()}
+    opts = step_lib.StepOptions()
+
+    def plain(p: transformer.Params) -> jax.Array:
+        logits, _ = transformer.forward(p, batch["tokens"], config,
+                                        positions=batch["positions"],
+                                        segment_ids=batch["segment_ids"])  # fmt: skip
+        ce = optax.softmax_cross_entropy_with_integer_labels(logits[:, :-1], batch["tokens"][:, 1:])
+        return jnp.sum(ce * step_lib.target_mask(batch))
+
+    def ours(p: transformer.Params) -> jax.Array:
+        return step_lib.loss_sums(p, batch, config, opts)[0]
+
+    got, want = jax.value_and_grad(ours)(params), jax.value_and_grad(plain)(params)
+    np.testing.assert_allclose(got[0], want[0], rtol=1e-5)
+    # gradients are O(1); fp32 sums in another order differ by ~1e-6
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), got[1],
+                 want[1])  # fmt: skip
+
+
 @pytest.mark.parametrize("scale", [0.01, 100.0])
 def test_clip_is_optax_clip_by_global_norm(scale: float) -> None:
     # below and above the clip threshold; with the norm passed in (as the step does) and not
