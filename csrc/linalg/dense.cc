@@ -3,6 +3,8 @@
 #include <cstring>
 #include <vector>
 
+#include "common/cpu.h"
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define CODEGEN_DENSE_X86 1
 #include <immintrin.h>
@@ -168,17 +170,13 @@ CODEGEN_AVX2 void DenseColumnsAvx2(const DenseArgs& a, int64_t n_begin, int64_t 
   for (; j < n_end; ++j) RowsAgainst<1, kBf16>(a, j, part);
 }
 
-bool CpuHasAvx2Fma() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 #endif  // CODEGEN_DENSE_X86
 
 }  // namespace
 
 bool DenseUsesAvx2() {
 #if CODEGEN_DENSE_X86
-  static const bool has = CpuHasAvx2Fma();  // immutable after first use
+  static const bool has = CpuSupportsAvx2(/*need_fma=*/true);  // set once
   return has;
 #else
   return false;

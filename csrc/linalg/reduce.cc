@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "common/cpu.h"
+
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
 #define CODEGEN_REDUCE_X86 1
 #include <immintrin.h>
@@ -272,17 +274,13 @@ CODEGEN_AVX2 float RowAvx2(const float* x, const float* b, int64_t cols, const f
   return FinishLse(false, m, (e[0] + e[1]) + (e[2] + e[3]));
 }
 
-bool CpuHasAvx2Fma() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-}
 #endif  // CODEGEN_REDUCE_X86
 
 }  // namespace
 
 bool ReduceUsesAvx2() {
 #if CODEGEN_REDUCE_X86
-  static const bool has = CpuHasAvx2Fma();  // immutable after first use
+  static const bool has = CpuSupportsAvx2(/*need_fma=*/true);  // set once
   return has;
 #else
   return false;

@@ -6,6 +6,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "common/cpu.h"
 #include "common/parallel.h"
 
 #if (defined(__x86_64__) || defined(__i386__)) && (defined(__GNUC__) || defined(__clang__))
@@ -66,10 +67,6 @@ CODEGEN_STREAM_AVX2 uint64_t SumAvx2(const unsigned char* p, size_t bytes) {
   return (lanes[0] + lanes[1]) + (lanes[2] + lanes[3]) + SumPortable(p + i, bytes - i);
 }
 
-bool CpuHasAvx2() {
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx2");
-}
 #endif  // CODEGEN_STREAM_X86
 
 uint64_t SumRange(const unsigned char* p, size_t bytes) {
@@ -83,7 +80,7 @@ uint64_t SumRange(const unsigned char* p, size_t bytes) {
 
 bool StreamUsesAvx2() {
 #if CODEGEN_STREAM_X86
-  static const bool has = CpuHasAvx2();  // immutable after first use
+  static const bool has = CpuSupportsAvx2(/*need_fma=*/false);  // set once
   return has;
 #else
   return false;

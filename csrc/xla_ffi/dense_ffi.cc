@@ -1,14 +1,12 @@
 #include "xla_ffi/dense_ffi.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <memory>
 #include <string>
-#include <thread>
 
 #include "linalg/dense.h"
 #include "xla/ffi/api/ffi.h"
+#include "xla_ffi/pool.h"
 
 namespace ffi = xla::ffi;
 
@@ -16,31 +14,6 @@ namespace codegen::xla_ffi {
 namespace {
 
 using linalg::DenseArgs;
-
-// Shared by the caller and the pool tasks; tasks may start after the call returned (all
-// chunks already taken), so they hold it by shared_ptr.
-struct DenseJob {
-  DenseArgs args;
-  int64_t chunk = 0;
-  int64_t num_chunks = 0;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-
-  void Work() {
-    for (;;) {
-      const int64_t c = next.fetch_add(1, std::memory_order_relaxed);
-      if (c >= num_chunks) return;
-      linalg::DenseColumns(args, c * chunk, std::min(args.n, (c + 1) * chunk));
-      done.fetch_add(1, std::memory_order_release);
-    }
-  }
-};
-
-std::string ShapeString(ffi::Span<const int64_t> dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + "]";
-}
 
 ffi::Error DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuffer w,
                      ffi::ResultBuffer<ffi::F32> y) {
@@ -69,8 +42,8 @@ ffi::Error DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuff
     return ffi::Error::InvalidArgument("codegen_core_dense: w must be float32 or bfloat16");
   }
   const auto y_dims = y->dimensions();
-  if (y->element_count() != args.m * args.n || y_dims.size() != x_dims.size() ||
-      y_dims.back() != args.n) {
+  if (static_cast<int64_t>(y->element_count()) != args.m * args.n ||
+      y_dims.size() != x_dims.size() || y_dims.back() != args.n) {
     return ffi::Error::InvalidArgument("codegen_core_dense: result " + ShapeString(y_dims) +
                                        " is not x's shape with its last dim set to n");
   }
@@ -84,19 +57,9 @@ ffi::Error DenseImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x, ffi::AnyBuff
   int64_t chunk = std::max<int64_t>(8, (int64_t{256} << 10) / std::max<int64_t>(row_bytes, 1));
   chunk = (chunk + 7) / 8 * 8;
   const int64_t num_chunks = (args.n + chunk - 1) / chunk;
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), num_chunks - 1);
-  if (helpers <= 0) {
-    linalg::DenseColumns(args, 0, args.n);
-    return ffi::Error::Success();
-  }
-  auto job = std::make_shared<DenseJob>();
-  job->args = args;
-  job->chunk = chunk;
-  job->num_chunks = num_chunks;
-  for (int64_t t = 0; t < helpers; ++t) pool.Schedule([job] { job->Work(); });
-  job->Work();
-  // Every chunk is claimed; the rest are running on other threads and will finish.
-  while (job->done.load(std::memory_order_acquire) < num_chunks) std::this_thread::yield();
+  ParallelFor(pool, num_chunks, [&args, chunk](int64_t c) {
+    linalg::DenseColumns(args, c * chunk, std::min(args.n, (c + 1) * chunk));
+  });
   return ffi::Error::Success();
 }
 

@@ -1,13 +1,8 @@
 #include "xla_ffi/reduce_ffi.h"
 
 #include <algorithm>
-#include <atomic>
 #include <cstdint>
-#include <functional>
-#include <memory>
 #include <string>
-#include <thread>
-#include <utility>
 #include <vector>
 
 #if defined(__linux__)
@@ -16,6 +11,7 @@
 
 #include "linalg/reduce.h"
 #include "xla/ffi/api/ffi.h"
+#include "xla_ffi/pool.h"
 
 namespace ffi = xla::ffi;
 
@@ -23,48 +19,6 @@ namespace codegen::xla_ffi {
 namespace {
 
 namespace la = linalg;
-
-// Tasks [0, num_tasks) claimed from a shared counter. Shared by the caller and the pool
-// tasks; pool tasks may start after the call returned (every task already claimed), so they
-// hold it by shared_ptr and then only touch the counter.
-struct Job {
-  std::function<void(int64_t)> run;
-  int64_t num_tasks = 0;
-  std::atomic<int64_t> next{0};
-  std::atomic<int64_t> done{0};
-
-  void Work() {
-    for (;;) {
-      const int64_t t = next.fetch_add(1, std::memory_order_relaxed);
-      if (t >= num_tasks) return;
-      run(t);
-      done.fetch_add(1, std::memory_order_release);
-    }
-  }
-};
-
-// run(t) for every t in [0, num_tasks) on the pool and the calling thread; returns when all
-// are done. `run` must stay valid until then (it may refer to the caller's stack).
-void ParallelFor(ffi::ThreadPool& pool, int64_t num_tasks, std::function<void(int64_t)> run) {
-  const int64_t helpers = std::min<int64_t>(pool.num_threads(), num_tasks - 1);
-  if (helpers <= 0) {
-    for (int64_t t = 0; t < num_tasks; ++t) run(t);
-    return;
-  }
-  auto job = std::make_shared<Job>();
-  job->run = std::move(run);
-  job->num_tasks = num_tasks;
-  for (int64_t h = 0; h < helpers; ++h) pool.Schedule([job] { job->Work(); });
-  job->Work();
-  // Every task is claimed; the rest are running on other threads and will finish.
-  while (job->done.load(std::memory_order_acquire) < num_tasks) std::this_thread::yield();
-}
-
-std::string ShapeString(ffi::Span<const int64_t> dims) {
-  std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? ", " : "") + std::to_string(dims[i]);
-  return s + "]";
-}
 
 ffi::Error SumSquaresImpl(ffi::ThreadPool pool, ffi::Buffer<ffi::F32> x,
                           ffi::ResultBuffer<ffi::F32> out) {
