@@ -66,11 +66,13 @@ def head_lse_picked(
     Why by hand (each is a pass over the (N, V) logits, the largest array of the step, that
     XLA:CPU ran slowly): the logsumexp reads the logits and the bias as they are
     (``cpu_ops.row_logsumexp``; XLA:CPU wrote ``logits + bias`` out as a fresh (N, V) array
-    for its windowed reductions, ~115 ms a step at 350M); the backward is one fused pass (``softmax * g_lse + onehot *
-    g_picked``, the softmax from the saved logsumexp) where autodiff of logsumexp and of the
-    gather made several (an extra softmax pass, a scatter into a zero-filled copy); and the
-    gradient's transpose for the weight product goes through ``cpu_ops.transpose2d`` (the
-    native kernel on a single CPU device), so that product is a plain (V, N) x (N, E) one.
+    for its windowed reductions, ~115 ms of op time a step at 350M); the backward is one
+    fused pass (``softmax * g_lse + onehot * g_picked``, the softmax from the saved
+    logsumexp) where autodiff of logsumexp and of the gather made several (an extra softmax
+    pass, a scatter into a zero-filled copy); and the gradient's transpose for the weight
+    product goes through ``cpu_ops.transpose2d`` (the native kernel on a single CPU device),
+    so that product is a plain (V, N) x (N, E) one (XLA folded the transpose into a slow
+    Eigen dot, or copied it on one thread: ~130 ms). The bias-free LLaMA head passes zeros.
     """
     return _head_fwd(x, kernel, bias, targets)[0]
 
