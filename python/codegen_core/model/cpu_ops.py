@@ -57,12 +57,16 @@ def use_native_ops() -> bool:
     return jax.default_backend() == "cpu" and jax.device_count() == 1 and native_ops_available()
 
 
-def _xla_sum_squares(x: jax.Array) -> jax.Array:
-    # a full contraction of the leaf with itself (no reshape, so a sharded leaf needs no
-    # gather); XLA:CPU's dot is its fastest reduction form (see the module docstring)
+def _contract_all(x: jax.Array, y: jax.Array) -> jax.Array:
+    # a full contraction of two same-shape arrays, fp32 (no reshape, so a sharded leaf needs
+    # no gather); XLA:CPU's dot is its fastest reduction form (see the module docstring)
     dims = tuple(range(x.ndim))
-    sq = jax.lax.dot_general(x, x, ((dims, dims), ((), ())), preferred_element_type=jnp.float32)
-    return sq.astype(jnp.float32)
+    out = jax.lax.dot_general(x, y, ((dims, dims), ((), ())), preferred_element_type=jnp.float32)
+    return out.astype(jnp.float32)
+
+
+def _xla_sum_squares(x: jax.Array) -> jax.Array:
+    return _contract_all(x, x)
 
 
 def _native_sum_squares(x: jax.Array) -> jax.Array:
@@ -90,9 +94,7 @@ def _sum_squares_jvp(
     primals: tuple[jax.Array], tangents: tuple[jax.Array]
 ) -> tuple[jax.Array, jax.Array]:
     (x,), (t,) = primals, tangents
-    dims = tuple(range(x.ndim))
-    dot = jax.lax.dot_general(x, t, ((dims, dims), ((), ())), preferred_element_type=jnp.float32)
-    return sum_squares(x), 2.0 * dot.astype(jnp.float32)
+    return sum_squares(x), 2.0 * _contract_all(x, t)
 
 
 def _native_transpose(x: jax.Array) -> jax.Array:
